@@ -1,0 +1,340 @@
+"""One frozen, documented run configuration.
+
+Implements the settings table of Sun et al., "Improving Data Efficiency for LLM Reinforcement
+Fine-tuning Through Difficulty-targeted Online Data Selection and Rollout Replay" (arXiv 2506.05316),
+§5 and App. B, as four sections (GRPO, predictor, selection, replay) plus run-level fields.
+
+Field names are unique across sections, so a flat mapping (a papermill parameters cell, a CLI
+``-p key value``) converts without ambiguity: ``Config.from_flat({...})``. Unknown keys and
+out-of-range values raise :class:`ConfigError` naming the key.
+
+Deviations (dotslab decisions, see shared METHOD.md):
+  1. Presets ``cpu_demo`` and ``tiny`` shrink the paper's sizes but keep the ratios K/B = 1/2,
+     δ = 1/2, C/B = 1 and µ = 2 (``tiny`` keeps all but C/B, which it doubles for small batches).
+  2. lr for the 135M CPU policy is 1e-5 (paper: 1e-6 for 1.5B-7B policies at B = 512); it was chosen
+     on GRPO alone and is used unchanged for every method (see README, "Choosing lr").
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+METHODS = ("grpo", "dots", "rr", "dots_rr")
+REFERENCE_STRATEGIES = ("random", "diverse", "stratified")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value is out of range."""
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    group_size: int = 4
+    """G: completions sampled per question (a group). Paper 8. Must be >= 2 (a group of one has no spread)."""
+    questions_per_step: int = 8
+    """B: fresh-or-replayed groups per training step. Paper 512."""
+    minibatch_questions: int = 8
+    """Groups per optimizer step; B / this = optimizer steps per training step. Paper 64 (8 per step)."""
+    learning_rate: float = 1e-5
+    """AdamW lr, constant, no warmup. Paper 1e-6 (1.5B-7B); 1e-5 suits the 135M CPU policy."""
+    weight_decay: float = 0.0
+    """AdamW weight decay. Paper 0 [P], code 0.01 [C]."""
+    clip_eps: float = 0.2
+    """ε: PPO clip range; replayed tokens clip around c = π_old/μ (METHOD §5)."""
+    kl_coef: float = 0.0
+    """β: KL penalty to the initial policy (k3 estimator). Paper 0, which needs no reference model."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip."""
+    temperature: float = 0.6
+    """T: sampling temperature for every rollout; log-probs use logits / T. Paper 0.6."""
+    top_p: float = 1.0
+    """Nucleus sampling. Paper 0.95 [P], code 1.0 [C]."""
+    max_new_tokens: int = 48
+    """Completion length cap in tokens."""
+    advantage: str = "std"
+    """'std': (r - mean)/(std + 1e-6) with unbiased std [C]; 'mean': r - mean [P, Dr.GRPO]."""
+    aggregation: str = "token"
+    """'token': mean over all completion tokens of the minibatch [C]; 'sequence': mean of per-sequence means [P]."""
+    micro_batch_size: int = 16
+    """Sequences per forward pass (memory knob, no effect on the math)."""
+    bf16_autocast: bool = False
+    """Run forward/backward under CPU bf16 autocast with fp32 master weights (about 2x faster on CPU)."""
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    reference_set_size: int = 4
+    """K: questions rolled out each round to label the predictor's references. Paper 256 (B/2)."""
+    reference_strategy: str = "random"
+    """How the reference set is drawn each round: 'random' [P], 'diverse' (farthest point), 'stratified'."""
+    embedder: str = "minilm"
+    """Question encoder: 'minilm' (offline all-MiniLM-L6-v2), 'policy' (policy's mean-pooled hidden
+    states), 'hash' (deterministic bag-of-ngrams, no model; tests), or any HF encoder id/path."""
+    adapter_hidden_size: int = 256
+    """h: width of the query/reference adapter MLPs. Code 896 for a 1536-d encoder."""
+    attention_temperature: float = 1.0
+    """τ_att: softmax temperature over reference scores. Code 1."""
+    affine_correction: bool = True
+    """Fit y_ref ≈ a·ŷ_ref + c on the references (leave-one-out) and apply to all, clipped to [0,1] [C+D]."""
+    adapter_learning_rate: float = 1e-3
+    """Adam lr for the online adapter + calibration training. Paper 1e-3."""
+    adapter_steps_per_round: int = 20
+    """Online BCE episodes per selection round (0 disables online training: plain attention)."""
+    min_labels_to_train: int = 16
+    """Labelled questions needed before the adapter trains; until then raw-embedding attention is used."""
+    label_history: int = 4096
+    """Most recent (question, pass rate) labels kept for online training."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    target_difficulty: float = 0.5
+    """α: difficulty DOTS aims at (0.5 maximises the gradient signal, paper Thm 1)."""
+    selection_temperature: float = 1e-3
+    """τ: P(q) ∝ exp(-|d̂_q - α|/τ). Paper 1e-3 (effectively nearest-to-α)."""
+    steps_per_round: int = 2
+    """µ: training steps per selection round; the reference set is re-rolled once per round. Paper 2."""
+    reuse_reference_rollouts: bool = False
+    """Reuse reference groups whose measured difficulty is near α as fresh groups [P App. A.1]."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    fresh_fraction: float = 0.5
+    """δ: share of a step's groups that are freshly generated under replay. Paper 0.5."""
+    buffer_capacity: int = 8
+    """C: replay buffer capacity in groups. Paper 256-512 (C/B = 1 in the code)."""
+    filter_on_write: bool = False
+    """Drop zero-variance groups when writing [P] instead of when reading [C]."""
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str = "dots_rr"
+    """'grpo' (uniform, no replay), 'dots' (selection), 'rr' (uniform + replay), 'dots_rr' (both)."""
+    policy: str = "smollm2"
+    """'smollm2' (offline SmolLM2-135M-Instruct), 'tiny' (random-init, tests), or an HF id / local path."""
+    task: str = "arithmetic"
+    """'arithmetic' (built-in generator), 'reasoning_gym:<name>[,<name>]', a .jsonl/.parquet path, or 'hf:<dataset>'."""
+    train_size: int = 256
+    """Questions in the training pool N (generated tasks only; files use all rows)."""
+    eval_size: int = 32
+    """Held-out evaluation questions (never trained on, never used as references)."""
+    reward: str = "auto"
+    """'exact' (numeric exact match), 'math_verify', or 'auto' (exact for arithmetic, math-verify otherwise)."""
+    total_steps: int = 20
+    """Training steps to run."""
+    eval_every: int = 5
+    """Evaluate held-out pass rate every this many steps (and at step 0 and the end); 0 disables."""
+    eval_samples: int = 2
+    """Completions per held-out question at evaluation (pass rate = mean over them)."""
+    target_pass_rate: float = 0.0
+    """Held-out pass rate whose first crossing is logged as time-to-target (0: not tracked)."""
+    checkpoint_every: int = 5
+    """Write a resumable checkpoint every this many steps (and at the end)."""
+    max_bad_steps: int = 3
+    """Stop the run after this many consecutive steps with non-finite loss or gradients."""
+    seed: int = 0
+    """Seeds every RNG once per step (seed, step) so a resumed run replays identically on CPU."""
+    run_root: str = "runs"
+    """Folder under which runs/<run_name>/ is created."""
+    run_name: str = ""
+    """Run folder name; empty derives '<method>-<task>-s<seed>-<hash>' from this config."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def uses_selection(self) -> bool:
+        return self.method in ("dots", "dots_rr")
+
+    @property
+    def uses_replay(self) -> bool:
+        return self.method in ("rr", "dots_rr")
+
+    @property
+    def fresh_per_step(self) -> int:
+        """Fresh groups per step after round 0: δ·B under replay, else B."""
+        if not self.uses_replay:
+            return self.grpo.questions_per_step
+        return max(1, round(self.replay.fresh_fraction * self.grpo.questions_per_step))
+
+    @property
+    def resolved_run_name(self) -> str:
+        if self.run_name:
+            return self.run_name
+        task = "".join(c if c.isalnum() else "_" for c in self.task)[:24]
+        return f"{self.method}-{task}-s{self.seed}-{self.short_hash()}"
+
+    def short_hash(self) -> str:
+        d = self.to_dict()
+        for k in ("run_name", "run_root", "total_steps"):
+            d.pop(k)
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:6]
+
+    # ---- conversions ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> dict[str, Any]:
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _SECTIONS}
+        for name in _SECTIONS:
+            flat.update(dataclasses.asdict(getattr(self, name)))
+        return flat
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict` (nested sections); unknown keys raise."""
+        flat = {k: v for k, v in d.items() if k not in _SECTIONS}
+        for name in _SECTIONS:
+            flat.update(d.get(name, {}))
+        return cls.from_flat(flat)
+
+    @classmethod
+    def from_flat(cls, params: Mapping[str, Any], *, base: "Config | None" = None,
+                  ignore_private: bool = True) -> "Config":
+        """Build a config from flat ``key: value`` pairs (e.g. a notebook's ``locals()``).
+
+        Keys starting with '_' and the key 'preset' (which picks ``base``) are skipped when
+        ``ignore_private``; any other unknown key raises ConfigError naming it.
+        """
+        params = dict(params)
+        if ignore_private:
+            params = {k: v for k, v in params.items() if not k.startswith("_")}
+        preset = params.pop("preset", None)
+        if base is None:
+            base = PRESETS[preset]() if preset else cls()
+        top = {f.name for f in dataclasses.fields(cls)} - set(_SECTIONS)
+        section_kw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        top_kw: dict[str, Any] = {}
+        unknown = []
+        for key, value in params.items():
+            if key in top:
+                top_kw[key] = value
+            elif key in _FIELD_TO_SECTION:
+                section_kw[_FIELD_TO_SECTION[key]][key] = value
+            else:
+                unknown.append(key)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}; "
+                              f"known keys: {', '.join(sorted(top | set(_FIELD_TO_SECTION)))}")
+        for name, kw in section_kw.items():
+            if kw:
+                top_kw[name] = _typed_replace(getattr(base, name), kw)
+        return _typed_replace(base, top_kw)
+
+
+_SECTIONS = ("grpo", "predictor", "selection", "replay")
+_SECTION_TYPES = {"grpo": GRPOConfig, "predictor": PredictorConfig,
+                  "selection": SelectionConfig, "replay": ReplayConfig}
+_FIELD_TO_SECTION = {f.name: s for s, t in _SECTION_TYPES.items() for f in dataclasses.fields(t)}
+
+
+def _typed_replace(obj: Any, kw: Mapping[str, Any]) -> Any:
+    """dataclasses.replace with type checks: ints accepted for floats, nothing else coerced."""
+    types = {f.name: f.type for f in dataclasses.fields(obj)}
+    for key, value in kw.items():
+        expected = types[key]
+        if expected in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+            kw = {**kw, key: float(value)}
+        elif expected in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{key} must be an int, got {value!r}")
+        elif expected in ("float", float) and not isinstance(kw[key], float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        elif expected in ("bool", bool) and not isinstance(value, bool):
+            raise ConfigError(f"{key} must be True or False, got {value!r}")
+        elif expected in ("str", str) and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+    return dataclasses.replace(obj, **kw)
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _validate(c: Config) -> None:
+    g, p, s, r = c.grpo, c.predictor, c.selection, c.replay
+    _check(c.method in METHODS, f"method must be one of {METHODS}, got {c.method!r}")
+    _check(g.group_size >= 2, f"group_size (G) must be >= 2, got {g.group_size}")
+    _check(g.questions_per_step >= 1, f"questions_per_step (B) must be >= 1, got {g.questions_per_step}")
+    _check(1 <= g.minibatch_questions, f"minibatch_questions must be >= 1, got {g.minibatch_questions}")
+    _check(g.learning_rate > 0, f"learning_rate must be > 0, got {g.learning_rate}")
+    _check(0 < g.clip_eps < 1, f"clip_eps must be in (0, 1), got {g.clip_eps}")
+    _check(g.kl_coef >= 0, f"kl_coef must be >= 0, got {g.kl_coef}")
+    _check(g.temperature > 0, f"temperature must be > 0, got {g.temperature}")
+    _check(0 < g.top_p <= 1, f"top_p must be in (0, 1], got {g.top_p}")
+    _check(g.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {g.max_new_tokens}")
+    _check(g.advantage in ("std", "mean"), f"advantage must be 'std' or 'mean', got {g.advantage!r}")
+    _check(g.aggregation in ("token", "sequence"), f"aggregation must be 'token' or 'sequence', got {g.aggregation!r}")
+    _check(g.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {g.micro_batch_size}")
+    _check(p.reference_set_size >= 2, f"reference_set_size (K) must be >= 2, got {p.reference_set_size}")
+    _check(p.reference_strategy in REFERENCE_STRATEGIES,
+           f"reference_strategy must be one of {REFERENCE_STRATEGIES}, got {p.reference_strategy!r}")
+    _check(p.attention_temperature > 0, f"attention_temperature must be > 0, got {p.attention_temperature}")
+    _check(p.adapter_hidden_size >= 1, f"adapter_hidden_size must be >= 1, got {p.adapter_hidden_size}")
+    _check(p.adapter_steps_per_round >= 0, f"adapter_steps_per_round must be >= 0, got {p.adapter_steps_per_round}")
+    _check(0 <= s.target_difficulty <= 1, f"target_difficulty (alpha) must be in [0, 1], got {s.target_difficulty}")
+    _check(s.selection_temperature > 0, f"selection_temperature (tau) must be > 0, got {s.selection_temperature}")
+    _check(s.steps_per_round >= 1, f"steps_per_round (mu) must be >= 1, got {s.steps_per_round}")
+    _check(0 <= r.fresh_fraction <= 1, f"fresh_fraction (delta) must be in [0, 1], got {r.fresh_fraction}")
+    _check(r.buffer_capacity >= 1, f"buffer_capacity must be >= 1, got {r.buffer_capacity}")
+    _check(c.train_size >= 1 and c.eval_size >= 0, "train_size must be >= 1 and eval_size >= 0")
+    _check(c.reward in ("auto", "exact", "math_verify"), f"reward must be auto/exact/math_verify, got {c.reward!r}")
+    _check(c.total_steps >= 0, f"total_steps must be >= 0, got {c.total_steps}")
+    _check(c.eval_every >= 0 and c.checkpoint_every >= 1, "eval_every must be >= 0 and checkpoint_every >= 1")
+    _check(c.eval_samples >= 1, f"eval_samples must be >= 1, got {c.eval_samples}")
+    _check(0 <= c.target_pass_rate <= 1, f"target_pass_rate must be in [0, 1], got {c.target_pass_rate}")
+    _check(c.max_bad_steps >= 1, f"max_bad_steps must be >= 1, got {c.max_bad_steps}")
+
+
+# ---- presets ----------------------------------------------------------------------------
+def paper() -> Config:
+    """The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): B=512, G=8, K=256, µ=2, δ=0.5, C=512."""
+    return Config(
+        policy="Qwen/Qwen2.5-Math-1.5B", task="hf:agentica-org/DeepScaleR-Preview-Dataset",
+        train_size=10240, eval_size=500, total_steps=60, eval_every=10, eval_samples=1, checkpoint_every=5,
+        grpo=GRPOConfig(group_size=8, questions_per_step=512, minibatch_questions=64, learning_rate=1e-6,
+                        max_new_tokens=3072, temperature=0.6, top_p=1.0, micro_batch_size=8),
+        predictor=PredictorConfig(reference_set_size=256, embedder="Qwen/Qwen2.5-Math-1.5B-Instruct",
+                                  adapter_hidden_size=896, min_labels_to_train=256),
+        selection=SelectionConfig(), replay=ReplayConfig(fresh_fraction=0.5, buffer_capacity=512))
+
+
+def cpu_demo() -> Config:
+    """The main job's default on a 2-core CPU: SmolLM2-135M, 8 questions x 4 completions, K=4."""
+    return Config()
+
+
+def tiny() -> Config:
+    """Seconds-per-step settings for tests: random-init policy, hash embedder, few tokens."""
+    return Config(
+        policy="tiny", task="arithmetic", train_size=48, eval_size=8, total_steps=4, eval_every=2,
+        eval_samples=1, checkpoint_every=2,
+        grpo=GRPOConfig(group_size=2, questions_per_step=4, minibatch_questions=2, learning_rate=1e-3,
+                        max_new_tokens=6, temperature=1.0, micro_batch_size=8),
+        predictor=PredictorConfig(reference_set_size=2, embedder="hash", adapter_hidden_size=16,
+                                  adapter_steps_per_round=2, min_labels_to_train=4),
+        replay=ReplayConfig(fresh_fraction=0.5, buffer_capacity=8))
+
+
+PRESETS = {"paper": paper, "cpu_demo": cpu_demo, "tiny": tiny}
+
+
+def from_namespace(namespace: Mapping[str, Any], *, exclude: tuple[str, ...] = ()) -> Config:
+    """Config from a notebook's globals: every public str/int/float/bool name except ``exclude``.
+
+    The parameters cell holds only literals, so this picks exactly its names (plus any that
+    papermill injected); IPython's own names (In, Out, get_ipython, ...) are not literals.
+    """
+    params = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in exclude
+              and isinstance(v, (str, int, float, bool))}
+    return Config.from_flat(params)

@@ -1,0 +1,155 @@
+"""Metric names, their glossary, and the append-only JSONL run log.
+
+Not from the paper: bookkeeping so runs can be compared (time-to-target counts every generation,
+reference rollouts included, METHOD §7).
+
+Decisions:
+  1. One JSON object per line, flushed and fsync'ed per record; a torn last line (a kill mid-write)
+     is detected and cut off by :func:`repair_jsonl` before a resumed run appends.
+  2. ``GLOSSARY`` is the single source of the README's metric table (tests check they agree).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+GLOSSARY: dict[str, str] = {
+    "step": "training step index (1-based after the update)",
+    "train/pass_rate": "mean pass rate of the step's fresh groups (binarized rewards)",
+    "train/mean_reward": "mean raw reward of the step's fresh groups",
+    "train/loss": "policy loss of the step (mean over optimizer steps)",
+    "train/grad_norm": "gradient norm before clipping (mean over optimizer steps)",
+    "train/clip_frac": "share of tokens whose clipped surrogate was active",
+    "train/mean_c": "mean c = π_old/μ over tokens; 1 on fresh rows (log-prob consistency check)",
+    "train/mean_abs_log_rho": "mean |log π_θ − log μ| over tokens",
+    "train/kl": "k3 KL to the initial policy (0 unless kl_coef > 0)",
+    "train/skipped": "1 if the update was skipped for a non-finite loss or gradient",
+    "train/completion_tokens": "mean completion length in tokens",
+    "rollout/frac_zero_std": "share of fresh groups with no reward spread (no gradient signal)",
+    "rollout/pass_rate_hist": "histogram of fresh groups' pass rates over G+1 bins (0, 1/G, …, 1)",
+    "rollout/reward_errors": "reward-function calls that raised or returned non-finite (counted as 0)",
+    "rollout/generations": "completions generated this step, reference rollouts included",
+    "rollout/total_generations": "cumulative completions generated, reference rollouts included",
+    "select/zero_variance_frac": "same as rollout/frac_zero_std, under the selection namespace",
+    "select/mean_predicted_difficulty": "mean predicted difficulty d̂ of the selected questions",
+    "select/mean_actual_difficulty": "mean realised difficulty of the selected questions",
+    "select/abs_error": "mean |d̂ − d| over the selected questions",
+    "select/effective_frac": "share of selected questions with 0 < d < 1",
+    "predictor/pearson": "Pearson r of predicted vs realised difficulty on the fresh batch (not references)",
+    "predictor/spearman": "Spearman r of the same",
+    "predictor/mae": "mean absolute error of the same",
+    "predictor/used_adapter": "1 once the trained adapter predicts, 0 for raw-embedding attention",
+    "predictor/train_loss": "online BCE loss of the adapter's last episode",
+    "predictor/labels": "labelled questions available to train the adapter",
+    "predictor/reference_pass_rate": "mean pass rate of the round's reference set",
+    "replay/fraction_replayed": "share of the step's groups taken from the buffer",
+    "replay/replayed": "groups replayed this step",
+    "replay/shortfall": "replay groups asked for but not available",
+    "replay/mean_age": "mean age in steps of the replayed groups",
+    "replay/buffer_size": "groups in the buffer after the step",
+    "replay/eligible": "replayable groups (newest per question, non-zero variance)",
+    "replay/buffer_mean_age": "mean age in steps of all buffered groups",
+    "eval/pass_rate": "held-out pass rate (eval_samples completions per question)",
+    "time/generation": "seconds sampling fresh completions (incl. behaviour log-probs)",
+    "time/reference": "seconds rolling out the reference set",
+    "time/reward": "seconds scoring completions",
+    "time/prediction": "seconds embedding, training the adapter and predicting difficulty",
+    "time/selection": "seconds computing selection probabilities and sampling",
+    "time/replay": "seconds of replay-buffer bookkeeping",
+    "time/update": "seconds of π_old passes, forward/backward and optimizer steps",
+    "time/eval": "seconds evaluating held-out pass rate",
+    "time/checkpoint": "seconds writing the checkpoint",
+    "time/step": "wall-clock seconds of the step, all of the above",
+    "time/elapsed": "cumulative training wall-clock seconds (eval and checkpoint excluded)",
+    "time/to_target": "time/elapsed when eval/pass_rate first reached target_pass_rate",
+    "rollout/generations_to_target": "rollout/total_generations at that moment",
+}
+
+
+class Logger(Protocol):
+    def log(self, record: dict[str, Any]) -> None: ...
+
+
+class NullLogger:
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; None reads back as "not measured"
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+class JsonlLogger:
+    """Append-only metrics file; each record is written, flushed and fsync'ed in one call."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_jsonl(self.path)
+
+    def log(self, record: dict[str, Any]) -> None:
+        line = json.dumps({k: _clean(v) for k, v in record.items()}, ensure_ascii=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def repair_jsonl(path: str | os.PathLike) -> int:
+    """Cut a torn (unterminated or unparsable) last line; returns the number of bytes removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    keep = len(data)
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+    else:
+        last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+        try:
+            if data[last_start:].strip():
+                json.loads(data[last_start:])
+        except ValueError:
+            keep = last_start
+    if keep != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    return len(data) - keep
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete records of a metrics file (a torn last line is ignored, not repaired)."""
+    out: list[dict[str, Any]] = []
+    if not Path(path).exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n"):
+                out.append(json.loads(line))
+    return out
+
+
+def truncate_after_step(path: str | os.PathLike, step: int) -> None:
+    """Drop records of steps > ``step`` (written after the checkpoint a run resumes from)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    records = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def pass_rate_histogram(pass_rates: Iterable[float], group_size: int) -> list[int]:
+    """Counts of groups at each pass rate k/G, k = 0..G."""
+    hist = [0] * (group_size + 1)
+    for p in pass_rates:
+        hist[min(group_size, max(0, round(p * group_size)))] += 1
+    return hist
