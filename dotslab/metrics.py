@@ -86,6 +86,11 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def clean_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as it reads back from JSON: non-finite floats become None."""
+    return {k: _clean(v) for k, v in record.items()}
+
+
 class JsonlLogger:
     """Append-only metrics file; each record is written, flushed and fsync'ed in one call."""
 
@@ -95,7 +100,7 @@ class JsonlLogger:
         repair_jsonl(self.path)
 
     def log(self, record: dict[str, Any]) -> None:
-        line = json.dumps({k: _clean(v) for k, v in record.items()}, ensure_ascii=False) + "\n"
+        line = json.dumps(clean_record(record), ensure_ascii=False) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()

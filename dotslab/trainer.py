@@ -29,7 +29,7 @@ from .config import Config
 from .data import DataError, load_task
 from .embed import make_embedder
 from .learner import policy_update
-from .metrics import JsonlLogger, pass_rate_histogram, read_jsonl, truncate_after_step
+from .metrics import JsonlLogger, clean_record, pass_rate_histogram, read_jsonl, truncate_after_step
 from .models import cache_root, load_policy
 from .predictor import OnlinePredictor, choose_reference_set, prediction_quality
 from .replay import RolloutReplayBuffer
@@ -131,6 +131,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     records = read_jsonl(metrics_path)
 
     def emit(record: dict[str, Any]) -> None:
+        record = clean_record(record)
         logger.log(record)
         records.append(record)
         for hook in hooks:
