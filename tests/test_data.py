@@ -293,3 +293,9 @@ def test_fuzz_load_file_only_raises_data_error(tmp_path, lines):
     except DataError:
         return
     assert len(qs) >= 1 and all(q.prompt.strip() and q.answer.strip() for q in qs)
+
+
+def test_shipped_sample_file_loads():
+    from pathlib import Path
+    qs = load_file(Path(__file__).resolve().parent.parent / "data" / "arithmetic_sample.jsonl")
+    assert len(qs) == 64 and qs[0].metadata["task"] == "arithmetic"
