@@ -134,11 +134,13 @@ class Config:
     target_pass_rate: float = 0.0
     """Held-out pass rate whose first crossing is logged as time-to-target (0: not tracked)."""
     checkpoint_every: int = 5
-    """Write a resumable checkpoint every this many steps (and at the end)."""
+    """Write a resumable checkpoint every this many steps (and at the end); 0 writes none (benchmarks)."""
     max_bad_steps: int = 3
     """Stop the run after this many consecutive steps with non-finite loss or gradients."""
     seed: int = 0
     """Seeds every RNG once per step (seed, step) so a resumed run replays identically on CPU."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu', or a torch device string such as 'cuda:1'."""
     run_root: str = "runs"
     """Folder under which runs/<run_name>/ is created."""
     run_name: str = ""
@@ -174,9 +176,16 @@ class Config:
         task = "".join(c if c.isalnum() else "_" for c in self.task)[:24]
         return f"{self.method}-{task}-s{self.seed}-{self.short_hash()}"
 
+    @property
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
     def short_hash(self) -> str:
         d = self.to_dict()
-        for k in ("run_name", "run_root", "total_steps"):
+        for k in ("run_name", "run_root", "total_steps", "device"):
             d.pop(k)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:6]
 
@@ -290,7 +299,7 @@ def _validate(c: Config) -> None:
     _check(c.train_size >= 1 and c.eval_size >= 0, "train_size must be >= 1 and eval_size >= 0")
     _check(c.reward in ("auto", "exact", "math_verify"), f"reward must be auto/exact/math_verify, got {c.reward!r}")
     _check(c.total_steps >= 0, f"total_steps must be >= 0, got {c.total_steps}")
-    _check(c.eval_every >= 0 and c.checkpoint_every >= 1, "eval_every must be >= 0 and checkpoint_every >= 1")
+    _check(c.eval_every >= 0 and c.checkpoint_every >= 0, "eval_every and checkpoint_every must be >= 0")
     _check(c.eval_samples >= 1, f"eval_samples must be >= 1, got {c.eval_samples}")
     _check(0 <= c.target_pass_rate <= 1, f"target_pass_rate must be in [0, 1], got {c.target_pass_rate}")
     _check(c.max_bad_steps >= 1, f"max_bad_steps must be >= 1, got {c.max_bad_steps}")

@@ -15,6 +15,7 @@ Deviations / decisions:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -57,7 +58,7 @@ def completion_logprobs(model, prompt_ids: Sequence[torch.Tensor], completion_id
         seqs = [torch.cat([p, c]) for p, c in zip(ps, cs)]
         ids = pad_sequence(seqs, batch_first=True, padding_value=0).to(device)  # (b, T)
         mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True).to(device)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast and device.type == "cpu"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, T, H)
             # position P+t-1 predicts completion token t
             rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(cs)]).long()
@@ -109,8 +110,11 @@ class HFGenerateEngine:
 
 def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[Question], group_size: int,
                    reward: SafeReward, *, step: int, temperature: float, micro_batch_size: int = 16,
-                   autocast: bool = False) -> list[Group]:
-    """Sample G completions per question, score them, and attach behaviour log-probs μ."""
+                   autocast: bool = False, timings: dict[str, float] | None = None) -> list[Group]:
+    """Sample G completions per question, score them, and attach behaviour log-probs μ.
+
+    When ``timings`` is given, seconds spent in the reward function are added to its 'time/reward'.
+    """
     if not questions:
         return []
     prompts = [render_prompt(q, tokenizer) for q in questions]
@@ -123,6 +127,7 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
                                   temperature, micro_batch_size, autocast)
     model.train(was_training)
     groups, i = [], 0
+    t0 = time.perf_counter()
     for q, samples in zip(questions, per_prompt):
         rollouts = []
         for s in samples:
@@ -130,6 +135,8 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
             rollouts.append(Rollout(q.id, s.text, s.prompt_ids, s.completion_ids, mus[i].detach().float().cpu(), r, ok))
             i += 1
         groups.append(Group(q, tuple(rollouts), step))
+    if timings is not None:
+        timings["time/reward"] = timings.get("time/reward", 0.0) + time.perf_counter() - t0
     return groups
 
 

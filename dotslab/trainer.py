@@ -97,6 +97,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     _check_sizes(cfg, len(train_set))
     run_dir = ckpt.prepare_run_dir(cfg, resume=resume)
     model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
+    model.to(cfg.torch_device)
     g = cfg.grpo
     engine = HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                               top_p=g.top_p)
@@ -180,11 +181,13 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
                     if cfg.predictor.reference_strategy == "stratified" else None
                 ref_idx = choose_reference_set(cfg.predictor.reference_strategy, pool_emb.numpy(),
                                                cfg.predictor.reference_set_size, rng, strata=strata)
+                scored = times["time/reward"]
                 ref_groups = rollout_groups(engine, model, tokenizer, train_set.subset(ref_idx), g.group_size,
                                             reward, step=state.step + 1, temperature=g.temperature,
-                                            micro_batch_size=g.micro_batch_size, autocast=g.bf16_autocast)
+                                            micro_batch_size=g.micro_batch_size, autocast=g.bf16_autocast,
+                                            timings=times)
                 generations += len(ref_idx) * g.group_size
-                times["time/reference"] += time.perf_counter() - t0
+                times["time/reference"] += time.perf_counter() - t0 - (times["time/reward"] - scored)
                 t0 = time.perf_counter()
                 ref_labels = torch.tensor([gr.difficulty for gr in ref_groups])
                 predictor.observe(pool_emb[ref_idx], ref_labels, state.round)
@@ -222,11 +225,12 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         # --- 3. rollout (fresh groups; behaviour log-probs μ)
         t0 = time.perf_counter()
         batch_questions = train_set.subset(batch_idx)
+        scored = times["time/reward"]
         fresh = rollout_groups(engine, model, tokenizer, batch_questions, g.group_size, reward,
                                step=state.step + 1, temperature=g.temperature, micro_batch_size=g.micro_batch_size,
-                               autocast=g.bf16_autocast)
+                               autocast=g.bf16_autocast, timings=times)
         generations += len(batch_idx) * g.group_size
-        times["time/generation"] += time.perf_counter() - t0
+        times["time/generation"] += time.perf_counter() - t0 - (times["time/reward"] - scored)
         fresh = fresh + list(pre_rolled_groups)
 
         # --- 4. score & advantages (rewards came with the rollouts; advantages inside the update)
@@ -289,7 +293,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         is_last = state.step == cfg.total_steps or state.bad_steps >= cfg.max_bad_steps
         if cfg.eval_every > 0 and eval_set and (state.step % cfg.eval_every == 0 or is_last):
             rec.update(evaluate(state.step))
-        if state.step % cfg.checkpoint_every == 0 or is_last:
+        if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or is_last):
             rec["time/checkpoint"] = save(state.step)
         emit(rec)
         bar.update(1)

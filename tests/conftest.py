@@ -7,6 +7,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tiny models gain nothing from intra-op threads, and a busy machine makes two threads ~10x slower
+torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

@@ -15,7 +15,7 @@ TINY = ["-p", "preset", "tiny", "-p", "total_steps", "3", "-p", "eval_every", "1
 
 
 def run_cli(tmp_path, *args):
-    env = {**os.environ, "DOTSLAB_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "DOTSLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "dotslab", "train", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
 

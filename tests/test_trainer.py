@@ -125,7 +125,7 @@ def test_sigkill_and_resume_reproduces_metrics(tmp_path, tmp_cache):
     root = str(tmp_path / "runs")
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=root))
-    env = {**os.environ, "DOTSLAB_CACHE": str(tmp_cache)}
+    env = {**os.environ, "DOTSLAB_CACHE": str(tmp_cache), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, str(script), "4"], env=env, capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     run_dir = tmp_path / "runs" / "killed"
