@@ -1,0 +1,159 @@
+"""Benchmark configurations: ``tiny`` (tests, seconds), ``cpu`` (this 2-core machine), ``gpu`` (paper scale).
+
+Each is a frozen :class:`Bench`: one dotslab :class:`~dotslab.config.Config` that every method
+shares (only ``method`` and ``seed`` change between runs, built with ``dataclasses.replace``) plus
+the sizes of the predictor-quality, overhead and peer parts.
+
+Decisions:
+  1. ``cpu`` keeps the paper's ratios K/B = 1/2, µ = 2, δ = 1/2, C/B = 1 (as the ``cpu_demo``
+     preset does), so generations per step are GRPO B·G, DOTS (B + K/µ)·G, DOTS+RR (δB + K/µ)·G,
+     the same 1 : 1.25 : 0.75 as paper §7. It takes lr and every other training setting from
+     ``cpu_demo`` and only shrinks sizes (completion length, steps, eval set).
+  2. ``tiny`` trains the random-init tiny policy with :func:`parity_reward` (1 if the completion has
+     an even number of characters): deterministic given the sample, about 0.5 for a random
+     policy, so groups have reward variance and every code path runs. Its numbers mean nothing.
+  3. ``gpu`` is :func:`dotslab.config.paper` unchanged (B = 512, G = 8, K = 256, 60 steps, 3072
+     new tokens). It needs the policy, encoder and dataset in the local HF cache and a trainer
+     that places the model on CUDA; it is not run on the CPU machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from dotslab.config import METHODS, Config, cpu_demo, paper, tiny as tiny_preset
+from dotslab.records import Question
+
+
+def parity_reward(completion: str, question: Question) -> float:
+    """Synthetic reward for the ``tiny`` config: 1 if ``len(completion)`` is even, else 0."""
+    return float(len(completion) % 2 == 0)
+
+
+@dataclass(frozen=True)
+class PredictorBench:
+    probe_size: int
+    """Held-out questions whose predicted difficulty is scored (never references, never fitted on)."""
+    labelled_size: int
+    """Other questions with measured difficulty: reference candidates and online-fitting labels."""
+    group_size: int
+    """Rollouts per question to measure actual difficulty (G)."""
+    reference_sizes: tuple[int, ...]
+    """K values to compare."""
+    embedders: tuple[str, ...]
+    """Embedder options to compare (dotslab.embed.make_embedder specs)."""
+    repeats: int = 5
+    """Random reference sets drawn per (embedder, K); metrics are averaged over them."""
+    fit_steps: int = 100
+    """Online BCE episodes on the labelled questions before the 'online' predictor predicts."""
+
+
+@dataclass(frozen=True)
+class PeerBench:
+    prompts: int
+    """Prompts (questions) per step, B."""
+    generations: int
+    """Completions per prompt, G (TRL's num_generations)."""
+    max_new_tokens: int
+    """Completion length cap (TRL's max_completion_length)."""
+    warmup_steps: int = 1
+    timed_steps: int = 3
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    train: Config
+    """Shared training config; methods and seeds vary by dataclasses.replace."""
+    seeds: tuple[int, ...]
+    predictor: PredictorBench
+    peer: PeerBench
+    methods: tuple[str, ...] = METHODS
+    task_mix_size: int = 0
+    """Questions in the generated arithmetic mix (benchmarks/tasks.py); 0 keeps ``train.task``."""
+    reward_fn: Optional[Callable[[str, Question], float]] = field(default=None, compare=False)
+    """Replaces the configured verifier everywhere (tiny only)."""
+    torch_threads: int = 0
+    """torch.set_num_threads for the whole benchmark (0: torch's default, one per core). The tiny
+    config uses 1: on a busy 2-core machine two OpenMP threads on 32-wide matrices run 10x slower."""
+    sec_per_generated_token: float = 0.0
+    """Cost model for the printed runtime estimate (seconds per completion token sampled)."""
+    sec_per_trained_token: float = 0.0
+    """Seconds per (prompt + completion) token of forward + backward in the update."""
+
+    def run_config(self, method: str, seed: int, run_root: str, task: str | None = None) -> Config:
+        return dataclasses.replace(self.train, method=method, seed=seed, run_root=run_root,
+                                   task=task or self.train.task, run_name=f"{method}-s{seed}")
+
+
+def tiny() -> Bench:
+    base = Config.from_flat({
+        "train_size": 40, "eval_size": 8, "total_steps": 4, "eval_every": 1, "eval_samples": 2,
+        "checkpoint_every": 4, "max_new_tokens": 5}, base=tiny_preset())
+    return Bench(
+        name="tiny", train=base, seeds=(0, 1), task_mix_size=48, reward_fn=parity_reward,
+        predictor=PredictorBench(probe_size=8, labelled_size=12, group_size=2, reference_sizes=(2, 4),
+                                 embedders=("hash", "policy"), repeats=2, fit_steps=4),
+        peer=PeerBench(prompts=2, generations=2, max_new_tokens=4, warmup_steps=1, timed_steps=1),
+        torch_threads=1, sec_per_generated_token=2e-3, sec_per_trained_token=2e-4)
+
+
+def cpu() -> Bench:
+    base = Config.from_flat({
+        "policy": "smollm2", "eval_size": 32, "eval_samples": 2, "total_steps": 8, "eval_every": 2,
+        "checkpoint_every": 8, "max_new_tokens": 24, "bf16_autocast": True,
+        "questions_per_step": 8, "minibatch_questions": 8, "group_size": 4, "micro_batch_size": 16,
+        "reference_set_size": 4, "steps_per_round": 2, "fresh_fraction": 0.5, "buffer_capacity": 8,
+        "embedder": "minilm"}, base=cpu_demo())
+    return Bench(
+        name="cpu", train=base, seeds=(0, 1, 2), task_mix_size=256,
+        predictor=PredictorBench(probe_size=32, labelled_size=32, group_size=4, reference_sizes=(4, 16),
+                                 embedders=("minilm", "policy", "hash"), repeats=5, fit_steps=100),
+        peer=PeerBench(prompts=8, generations=4, max_new_tokens=32, warmup_steps=1, timed_steps=3),
+        sec_per_generated_token=0.0067, sec_per_trained_token=0.0024)
+
+
+def gpu() -> Bench:
+    return Bench(
+        name="gpu", train=paper(), seeds=(0, 1, 2),
+        predictor=PredictorBench(probe_size=256, labelled_size=512, group_size=8, reference_sizes=(128, 256),
+                                 embedders=("minilm", "policy", "hash"), repeats=5, fit_steps=500),
+        peer=PeerBench(prompts=16, generations=8, max_new_tokens=128, warmup_steps=1, timed_steps=3),
+        sec_per_generated_token=2e-4, sec_per_trained_token=2e-5)
+
+
+CONFIGS: dict[str, Callable[[], Bench]] = {"tiny": tiny, "cpu": cpu, "gpu": gpu}
+
+
+def estimate_seconds(bench: Bench, parts: tuple[str, ...]) -> dict[str, float]:
+    """Rough wall-clock per part on a quiet machine, from the bench's per-token cost model.
+
+    A step costs (completions sampled) x new tokens x ``sec_per_generated_token`` plus
+    (B·G trained rows + the μ pass over fresh rows at 1/3 the cost) x (prompt + new tokens) x
+    ``sec_per_trained_token``; evaluations, model loads and checkpoints are added per run.
+    """
+    c, g = bench.train, bench.train.grpo
+    prompt_tokens = 50  # chat template + question, SmolLM2 tokenizer
+    tok, gen_t, trn_t = g.max_new_tokens, bench.sec_per_generated_token, bench.sec_per_trained_token
+    B, G, K, mu = g.questions_per_step, g.group_size, c.predictor.reference_set_size, c.selection.steps_per_round
+    evals = (c.total_steps // c.eval_every + 1 + bool(c.total_steps % c.eval_every)) if c.eval_every else 0
+    eval_s = evals * c.eval_size * c.eval_samples * tok * gen_t
+    out: dict[str, float] = {}
+    if {"timetotarget", "overhead"} & set(parts):
+        total = 0.0
+        for method in (bench.methods if "timetotarget" in parts else ("dots_rr",)):
+            run_cfg = dataclasses.replace(c, method=method)
+            for step in range(c.total_steps):
+                fresh = B if step < mu else run_cfg.fresh_per_step
+                refs = K / mu if run_cfg.uses_selection else 0
+                total += (fresh + refs) * G * tok * gen_t
+                total += (B + fresh / 3) * G * (prompt_tokens + tok) * trn_t
+            total += eval_s + 15  # + model load and the final checkpoint
+        out["training"] = total * len(bench.seeds)
+    if "predictor" in parts:
+        p = bench.predictor
+        out["predictor"] = 2 * (p.probe_size + p.labelled_size) * p.group_size * tok * gen_t + 30
+    if "peer" in parts:
+        out["peer"] = 30 + 2 * (bench.peer.warmup_steps + bench.peer.timed_steps) * 3
+    return out

@@ -1,0 +1,152 @@
+"""Part 1: time-to-target of DOTS, RR and DOTS+RR against GRPO (paper Table 1, METHOD §7).
+
+Sun et al., arXiv 2506.05316, §5 / Table 1: wall-clock (and steps) each method needs to reach
+GRPO's final accuracy. Every method trains for the same number of steps on the same task, policy
+and seed, evaluated on the same held-out set at the same steps.
+
+Decisions:
+  1. The target is per seed: GRPO's final held-out pass rate in that seed (a paired comparison,
+     as the paper compares runs that share everything but the method). A method reaches it at its
+     first evaluation with ``eval/pass_rate >= target``; seconds are ``time/elapsed`` (training only,
+     evaluation excluded, reference rollouts included) and rollouts ``rollout/total_generations``
+     (reference rollouts included) of that record (:func:`dotslab.report.time_to_target`).
+  2. "Not reached" counts as +inf: the median over seeds is finite only if at least half of the
+     seeds reached the target, and a ratio is +inf when the method missed and GRPO did not.
+  3. A seed where GRPO's final pass rate does not exceed its step-0 pass rate makes the target
+     trivial (reached at step 0 by everyone); it is flagged ``trivial`` and its ratio is undefined.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from dotslab.report import final_pass_rate, time_to_target
+from dotslab.trainer import train
+
+Records = Sequence[Mapping[str, Any]]
+
+
+# ---- pure summaries ----------------------------------------------------------------------------
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Median and min-max over seeds; nan (not reached) counts as +inf, reported as None."""
+    vals = [math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0, "reached": 0}
+    med = float(np.median(vals)) if sum(map(math.isinf, vals)) * 2 <= len(vals) else math.inf
+
+    def fin(x: float) -> float | None:
+        return None if math.isinf(x) or math.isnan(x) else x
+
+    return {"median": fin(med), "min": fin(min(vals)), "max": fin(max(vals)), "n": len(vals),
+            "reached": sum(not math.isinf(v) for v in vals)}
+
+
+def ratio(value: float, baseline: float) -> float:
+    """value / baseline with 'not reached' (nan) = +inf; nan when undefined (baseline 0, inf or both missing)."""
+    v = math.inf if math.isnan(value) else value
+    b = math.inf if math.isnan(baseline) else baseline
+    if math.isinf(b) or b <= 0:
+        return math.nan
+    return v / b
+
+
+def median_ratio(ratios: Sequence[float]) -> dict[str, Any]:
+    """Median and min-max of per-seed ratios; undefined (nan) seeds are dropped, +inf = not reached."""
+    defined = [r for r in ratios if not math.isnan(r)]
+    out = spread(defined)
+    out["undefined"] = len(ratios) - len(defined)
+    return out
+
+
+def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],
+              baseline: str = "grpo") -> dict[str, Any]:
+    """Targets, per-seed reach and per-method medians from the runs' metrics records."""
+    seeds = sorted(records_by_method_seed[baseline])
+    targets, trivial, initial = {}, {}, {}
+    for s in seeds:
+        recs = records_by_method_seed[baseline][s]
+        evals = [r["eval/pass_rate"] for r in recs if r.get("eval/pass_rate") is not None]
+        targets[s] = final_pass_rate(recs)
+        initial[s] = evals[0] if evals else math.nan
+        trivial[s] = not (targets[s] > initial[s])
+    per_seed: dict[str, dict[int, dict[str, float]]] = {}
+    for method, by_seed in records_by_method_seed.items():
+        per_seed[method] = {}
+        for s in seeds:
+            recs = by_seed.get(s, [])
+            hit = time_to_target(recs, targets[s]) if recs else {"seconds": math.nan, "generations": math.nan,
+                                                                 "step": math.nan}
+            steps = [r for r in recs if r.get("time/step") is not None]
+            per_seed[method][s] = {**hit, "final_pass_rate": final_pass_rate(recs),
+                                   "total_seconds": steps[-1]["time/elapsed"] if steps else math.nan,
+                                   "total_generations": steps[-1]["rollout/total_generations"] if steps else math.nan,
+                                   "seconds_per_step": float(np.mean([r["time/step"] for r in steps])) if steps else math.nan,
+                                   "effective_frac": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps]))
+                                   if steps else math.nan}
+    methods: dict[str, Any] = {}
+    for method, by_seed in per_seed.items():
+        base = per_seed[baseline]
+        nontrivial = [s for s in seeds if not trivial[s]]
+        methods[method] = {
+            "seconds": spread([by_seed[s]["seconds"] for s in seeds]),
+            "generations": spread([by_seed[s]["generations"] for s in seeds]),
+            "steps": spread([by_seed[s]["step"] for s in seeds]),
+            "seconds_ratio": median_ratio([ratio(by_seed[s]["seconds"], base[s]["seconds"]) for s in nontrivial]),
+            "generations_ratio": median_ratio([ratio(by_seed[s]["generations"], base[s]["generations"])
+                                               for s in nontrivial]),
+            "final_pass_rate": spread([by_seed[s]["final_pass_rate"] for s in seeds]),
+            "seconds_per_step": spread([by_seed[s]["seconds_per_step"] for s in seeds]),
+            "total_generations": spread([by_seed[s]["total_generations"] for s in seeds]),
+            "effective_frac": spread([by_seed[s]["effective_frac"] for s in seeds]),
+        }
+    return {"baseline": baseline, "seeds": seeds, "targets": targets, "initial_pass_rate": initial,
+            "trivial_target": trivial, "grpo_improved": {s: not trivial[s] for s in seeds},
+            "per_seed": per_seed, "methods": methods}
+
+
+def eval_curves(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> dict[str, dict[int, list]]:
+    """[(step, time/elapsed, rollout/total_generations, eval/pass_rate)] per method and seed (for the plot)."""
+    return {m: {s: [(r["step"], r.get("time/elapsed", 0.0), r.get("rollout/total_generations", 0),
+                     r["eval/pass_rate"]) for r in recs if r.get("eval/pass_rate") is not None]
+                for s, recs in by_seed.items()}
+            for m, by_seed in records_by_method_seed.items()}
+
+
+# ---- running ----------------------------------------------------------------------------------
+def run_methods(bench: Any, methods: Sequence[str], seeds: Sequence[int], run_root: Path, task: str | None,
+                keep_checkpoint: Callable[[str, int], bool] = lambda m, s: False,
+                log: Callable[[str], None] = print) -> tuple[dict[str, dict[int, list]], dict[str, dict[int, str]]]:
+    """Train every (seed, method), seed-major so machine-load drift hits all methods alike.
+
+    Checkpoints are deleted after each run (they are GBs for SmolLM2) unless ``keep_checkpoint``.
+    Returns records and run folders by method and seed.
+    """
+    records: dict[str, dict[int, list]] = {m: {} for m in methods}
+    run_dirs: dict[str, dict[int, str]] = {m: {} for m in methods}
+    for seed in seeds:
+        for method in methods:
+            cfg = bench.run_config(method, seed, str(run_root), task)
+            run_dir = Path(cfg.run_root) / cfg.resolved_run_name
+            if run_dir.exists():  # a previous benchmark's folder with the same timestamp-free name
+                shutil.rmtree(run_dir)
+            t0 = time.perf_counter()
+            result = train(cfg, progress=False, reward_fn=bench.reward_fn)
+            wall = time.perf_counter() - t0
+            records[method][seed] = list(result.records)
+            run_dirs[method][seed] = str(result.run_dir)
+            evals = [r["eval/pass_rate"] for r in result.records if r.get("eval/pass_rate") is not None]
+            log(f"  {method:8s} seed {seed}: {cfg.total_steps} steps, eval pass rate "
+                f"{evals[0] if evals else float('nan'):.3f} -> {evals[-1] if evals else float('nan'):.3f}, "
+                f"{result.records[-1].get('rollout/total_generations', 0)} generations, "
+                f"train {result.records[-1].get('time/elapsed', 0.0):.1f}s, wall {wall:.1f}s")
+            if not keep_checkpoint(method, seed):
+                shutil.rmtree(Path(result.run_dir) / "checkpoints", ignore_errors=True)
+            del result
+            gc.collect()
+    return records, run_dirs

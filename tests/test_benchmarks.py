@@ -1,0 +1,182 @@
+"""The benchmark harness: time-to-target arithmetic on hand-made records, the overhead split, the task
+mix, and the whole entry point on the ``tiny`` configuration (all four parts, about half a minute).
+
+Run: .venv/bin/python -m pytest tests/test_benchmarks.py
+"""
+import json
+import math
+
+import pytest
+
+from benchmarks import configs, overhead, timetotarget
+from benchmarks.report import clean, markdown
+from benchmarks.tasks import ARITHMETIC_MIX, mix_questions
+
+
+def run(evals, seconds_per_step=10.0, gens_per_step=16):
+    """Records of a run evaluated at the given steps: {step: pass rate}; step 0 has no time/step."""
+    recs = []
+    for step in range(0, max(evals) + 1):
+        r = {"step": step, "rollout/total_generations": step * gens_per_step, "time/elapsed": step * seconds_per_step}
+        if step:
+            r.update({"time/step": seconds_per_step, "rollout/frac_zero_std": 0.5})
+        if step in evals:
+            r["eval/pass_rate"] = evals[step]
+        recs.append(r)
+    return recs
+
+
+# ---- time-to-target arithmetic ------------------------------------------------------------------
+def test_spread_counts_not_reached_as_infinite():
+    assert timetotarget.spread([1.0, 2.0, 3.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3, "reached": 3}
+    one_missed = timetotarget.spread([1.0, math.nan, 3.0])
+    assert one_missed["median"] == 3.0 and one_missed["max"] is None and one_missed["reached"] == 2
+    most_missed = timetotarget.spread([1.0, math.nan, math.nan])
+    assert most_missed["median"] is None and most_missed["min"] == 1.0 and most_missed["reached"] == 1
+    assert timetotarget.spread([])["n"] == 0
+
+
+def test_ratio_handles_not_reached_and_zero_baseline():
+    assert timetotarget.ratio(50.0, 100.0) == 0.5
+    assert math.isinf(timetotarget.ratio(math.nan, 100.0))   # method missed, GRPO reached
+    assert math.isnan(timetotarget.ratio(50.0, 0.0))          # trivial target: undefined
+    assert math.isnan(timetotarget.ratio(math.nan, math.nan))
+    r = timetotarget.median_ratio([0.5, math.inf, math.nan, 0.7])
+    assert r["median"] == pytest.approx(0.7) and r["n"] == 3 and r["undefined"] == 1 and r["reached"] == 2
+
+
+def test_summarise_paired_targets_ratios_and_not_reached():
+    records = {
+        # GRPO improves 0.2 -> 0.5 in both seeds, first reaching 0.5 at step 8 (seed 0) / 6 (seed 1)
+        "grpo": {0: run({0: 0.2, 4: 0.3, 8: 0.5}), 1: run({0: 0.2, 2: 0.3, 6: 0.5, 8: 0.5})},
+        # DOTS reaches at step 4 in seed 0 with 20 gens/step; never in seed 1
+        "dots": {0: run({0: 0.2, 4: 0.6, 8: 0.4}, gens_per_step=20), 1: run({0: 0.2, 4: 0.3, 8: 0.4}, gens_per_step=20)},
+    }
+    s = timetotarget.summarise(records)
+    assert s["targets"] == {0: 0.5, 1: 0.5} and all(s["grpo_improved"].values())
+    assert s["per_seed"]["grpo"][0]["seconds"] == 80.0 and s["per_seed"]["grpo"][1]["seconds"] == 60.0
+    dots = s["per_seed"]["dots"]
+    assert dots[0] == pytest.approx({**dots[0], "seconds": 40.0, "generations": 80.0, "step": 4.0})
+    assert math.isnan(dots[1]["seconds"]) and dots[1]["final_pass_rate"] == 0.4
+    m = s["methods"]["dots"]
+    assert m["seconds"]["reached"] == 1 and m["seconds"]["median"] is None     # 1 of 2 seeds: no median
+    assert m["seconds_ratio"]["min"] == pytest.approx(0.5) and m["seconds_ratio"]["max"] is None
+    assert m["generations_ratio"]["min"] == pytest.approx(80 / 128)
+    assert s["methods"]["grpo"]["seconds_ratio"]["median"] == 1.0
+    assert s["methods"]["grpo"]["effective_frac"]["median"] == 0.5
+
+
+def test_summarise_flags_a_trivial_target_and_leaves_its_ratio_undefined():
+    records = {"grpo": {0: run({0: 0.4, 4: 0.3})}, "dots": {0: run({0: 0.4, 4: 0.5})}}
+    s = timetotarget.summarise(records)
+    assert s["trivial_target"] == {0: True} and s["grpo_improved"] == {0: False}
+    assert s["per_seed"]["dots"][0]["seconds"] == 0.0                 # reached at step 0
+    assert s["methods"]["dots"]["seconds_ratio"] == {"median": None, "min": None, "max": None, "n": 0,
+                                                      "reached": 0, "undefined": 0}
+
+
+# ---- overhead split -----------------------------------------------------------------------------
+def test_step_split_and_three_percent_verdict():
+    recs = [{"step": 0, "eval/pass_rate": 0.1},
+            {"step": 1, "time/step": 10.0, "time/generation": 5.0, "time/update": 4.0, "time/prediction": 0.2,
+             "time/selection": 0.05, "time/replay": 0.05},
+            {"step": 2, "time/step": 10.0, "time/generation": 5.0, "time/update": 4.9, "time/replay": 0.01}]
+    rows = overhead.step_split(recs)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["bookkeeping_share"] == pytest.approx(0.03) and rows[0]["other"] == pytest.approx(0.7)
+    s = overhead.summarise_overhead({"dots_rr": {0: recs}})
+    assert s["share_overall"] == pytest.approx(0.31 / 20) and s["under_limit"] is True
+    assert s["max_step_under_limit"] is False and s["share_max"] == pytest.approx(0.03)
+    assert overhead.summarise_overhead({"grpo": {0: recs}})["under_limit"] is None  # no DOTS+RR run
+
+
+# ---- task mix -----------------------------------------------------------------------------------
+def test_task_mix_is_deterministic_distinct_and_stratified():
+    qs = mix_questions(200, seed=0)
+    assert [q.prompt for q in qs] == [q.prompt for q in mix_questions(200, seed=0)]
+    assert len({q.prompt for q in qs}) == 200 and len({q.id for q in qs}) == 200
+    counts = {s.name: sum(q.metadata["stratum"] == s.name for q in qs) for s in ARITHMETIC_MIX}
+    assert counts == {s.name: round(s.share * 200) for s in ARITHMETIC_MIX}
+    assert abs(sum(s.share for s in ARITHMETIC_MIX) - 1) < 1e-9
+    echo = next(q for q in qs if q.metadata["stratum"] == "echo")
+    assert echo.answer == echo.prompt[len("What is "):-1]
+
+
+def test_configs_build_and_cpu_estimate_is_well_under_an_hour():
+    for name, make in configs.CONFIGS.items():
+        bench = make()
+        assert bench.name == name and "grpo" in bench.methods and bench.seeds
+        cfg = bench.run_config("dots_rr", 1, "/tmp/x")
+        assert cfg.method == "dots_rr" and cfg.seed == 1 and cfg.grpo == bench.train.grpo
+    cpu = configs.cpu()
+    assert len(cpu.seeds) >= 3 and cpu.train.policy == "smollm2"
+    est = configs.estimate_seconds(cpu, ("timetotarget", "predictor", "overhead", "peer"))
+    assert 0 < sum(est.values()) < 50 * 60
+    assert configs.parity_reward("ab", None) == 1.0 and configs.parity_reward("abc", None) == 0.0
+
+
+def test_markdown_writes_not_reached_and_nulls():
+    result = clean({"config": "x", "created": "now", "command": "c", "settings_line": "s", "wall_seconds": 60.0,
+                    "machine": {"cpu_count": 2, "cpu_model": "cpu", "torch": "t", "loadavg_start": [1.0],
+                                "loadavg_end": [1.0], "git_commit": "abc"},
+                    "parts": {"timetotarget": timetotarget.summarise(
+                        {"grpo": {0: run({0: 0.2, 4: 0.5})}, "dots": {0: run({0: 0.2, 4: 0.3})}})}})
+    md = markdown(result)
+    assert "| DOTS | not reached (0/1) |" in md and "| GRPO | 40.0 [40.0–40.0] | 1.00 |" in md
+    assert "NaN" not in json.dumps(result)
+
+
+# ---- the whole harness --------------------------------------------------------------------------
+def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
+    from benchmarks.run import main
+
+    out = tmp_path / "results"
+    assert main(["--config", "tiny", "--seeds", "0", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "latest-tiny.json").read_text())
+    assert result["schema"] == "dotslab-benchmark/1" and result["config"] == "tiny"
+    assert {"platform", "cpu_model", "cpu_count", "torch", "loadavg_start", "loadavg_end"} <= set(result["machine"])
+    assert set(result["parts"]) == {"timetotarget", "predictor", "overhead", "peer"}
+
+    t = result["parts"]["timetotarget"]
+    assert t["seeds"] == [0, 1] and set(t["methods"]) == {"grpo", "dots", "rr", "dots_rr"}
+    for m in t["methods"].values():
+        assert {"seconds", "generations", "seconds_ratio", "generations_ratio", "final_pass_rate"} <= set(m)
+    # generations per step follow B·G, (B + K/µ)·G, δB·G after round 0, (δB + K/µ)·G
+    gens = {m: t["per_seed"][m]["0"]["total_generations"] for m in t["methods"]}
+    B, G, K, steps = 4, 2, 2, 4
+    assert gens["grpo"] == steps * B * G and gens["dots"] == steps * (B + K // 2) * G
+    assert gens["rr"] == 2 * B * G + 2 * (B // 2) * G and gens["dots_rr"] == gens["rr"] + steps * K // 2 * G
+
+    p = result["parts"]["predictor"]
+    assert set(p["phases"]) == {"init", "after_grpo"}
+    rows = p["phases"]["init"]["results"]
+    assert {(r["embedder"], r["k"], r["predictor"]) for r in rows} == {
+        (e, k, kind) for e in ("hash", "policy") for k in (2, 4) for kind in ("raw", "online")}
+    assert all({"pearson", "spearman", "mae"} <= set(r) for r in rows)
+    assert all(r["used_adapter"] == (r["predictor"] == "online") for r in rows)
+
+    o = result["parts"]["overhead"]
+    assert o["method"] == "dots_rr" and 0 <= o["share_overall"] < 1 and o["embedding"]["cached_call_encoded"] == 0
+    assert len(o["per_step"]["0"]) == steps
+
+    q = result["parts"]["peer"]
+    for impl in ("dotslab", "trl"):
+        r = q["results"][impl]
+        assert "error" not in r, r.get("error")
+        assert r["seconds_per_step"] > 0 and r["peak_rss_mb"] > r["rss_after_imports_mb"] > 0
+    assert q["trl_over_dotslab_time"] > 0
+
+    md = (out / "tiny-latest.md").read_text()
+    assert "| DOTS+RR |" in md and "Predictor quality" in md and "dotslab vs TRL" in md
+    assert (out / "tiny-latest.png").stat().st_size > 10_000
+    assert len(list(out.glob("tiny-*.json"))) == 1
+    assert not list((out / "runs").rglob("*.pt")), "checkpoints must be deleted after the run"
+
+
+def test_entry_point_rejects_unknown_parts_and_missing_baseline(tmp_path):
+    from benchmarks.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--config", "tiny", "--only", "speed", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="grpo"):
+        main(["--config", "tiny", "--only", "timetotarget", "--methods", "dots", "--out", str(tmp_path)])
