@@ -74,8 +74,8 @@ class HFGenerateEngine:
     """Sampling with ``model.generate`` (left padding, chat template via ``render_prompt``)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float, top_p: float = 1.0,
-                 batch_size: int = 64):
-        self.model, self.tokenizer = model, tokenizer
+                 batch_size: int = 64, autocast: bool = False):
+        self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size = batch_size
 
@@ -93,9 +93,10 @@ class HFGenerateEngine:
         for start in range(0, len(flat), self.batch_size):
             enc = tok(flat[start:start + self.batch_size], return_tensors="pt", padding=True,
                       add_special_tokens=False).to(model.device)
-            gen = model.generate(**enc, do_sample=True, temperature=self.temperature, top_p=self.top_p,
-                                 top_k=0, max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=eos)
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                gen = model.generate(**enc, do_sample=True, temperature=self.temperature, top_p=self.top_p,
+                                     top_k=0, max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                     eos_token_id=eos)
             width = enc.input_ids.shape[1]
             for row in range(gen.shape[0]):
                 prompt = enc.input_ids[row][enc.attention_mask[row].bool()].cpu()

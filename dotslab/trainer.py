@@ -100,7 +100,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     model.to(cfg.torch_device)
     g = cfg.grpo
     engine = HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                              top_p=g.top_p)
+                              top_p=g.top_p, autocast=g.bf16_autocast)
     reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
     optimizer = torch.optim.AdamW(model.parameters(), lr=g.learning_rate, weight_decay=g.weight_decay)
     ref_model = copy.deepcopy(model).eval() if g.kl_coef > 0 else None
