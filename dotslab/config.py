@@ -60,6 +60,8 @@ class GRPOConfig:
     """'token': mean over all completion tokens of the minibatch [C]; 'sequence': mean of per-sequence means [P]."""
     micro_batch_size: int = 16
     """Sequences per forward pass (memory knob, no effect on the math)."""
+    rollout_engine: str = "hf"
+    """'hf' (transformers generate) or 'vllm' (the gpu extra; weights synced after every update)."""
     bf16_autocast: bool = False
     """Run sampling, log-probs and forward/backward under bf16 autocast with fp32 master weights (about 2x
     faster on a CPU with AVX512-BF16); μ, π_old and π_θ then all use the same bf16 numerics."""
@@ -285,6 +287,7 @@ def _validate(c: Config) -> None:
     _check(g.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {g.max_new_tokens}")
     _check(g.advantage in ("std", "mean"), f"advantage must be 'std' or 'mean', got {g.advantage!r}")
     _check(g.aggregation in ("token", "sequence"), f"aggregation must be 'token' or 'sequence', got {g.aggregation!r}")
+    _check(g.rollout_engine in ("hf", "vllm"), f"rollout_engine must be 'hf' or 'vllm', got {g.rollout_engine!r}")
     _check(g.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {g.micro_batch_size}")
     _check(p.reference_set_size >= 2, f"reference_set_size (K) must be >= 2, got {p.reference_set_size}")
     _check(p.reference_strategy in REFERENCE_STRATEGIES,

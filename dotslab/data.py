@@ -14,6 +14,8 @@ Deviations / decisions:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import numbers
@@ -24,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from .records import Question
 
 INSTRUCTION = " Give only the final answer as a number."
+BOXED_INSTRUCTION = " Reason step by step, and put your final answer within \\boxed{}."
+"""For free-form math answers (hub datasets such as MATH/DeepScaleR), scored by math-verify."""
 PROMPT_FIELDS = ("prompt", "question", "problem", "input")
 ANSWER_FIELDS = ("answer", "final_answer", "solution", "target", "output")
 RG_INSTALL_HINT = "pip install reasoning-gym==0.1.25"
@@ -343,6 +347,8 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
     elif task.startswith("hf:"):
         name, _, split = task[len("hf:"):].partition(":")
         full = load_hf(name, split=split or "train")
+        full = QuestionSet([dataclasses.replace(q, metadata={"instruction": BOXED_INSTRUCTION, **q.metadata})
+                            for q in full], full.source)
     elif Path(task).suffix.lower() in _READERS:
         full = load_file(task)
     else:
@@ -353,10 +359,11 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
 
 def render_prompt(question: Question, tokenizer: Any) -> str:
     """The policy's input text: the chat template when the tokenizer has one, else a plain 'Answer:' cue."""
+    instruction = question.metadata.get("instruction", INSTRUCTION)  # per-question override (hub tasks)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": question.prompt + INSTRUCTION}],
+        return tokenizer.apply_chat_template([{"role": "user", "content": question.prompt + instruction}],
                                              tokenize=False, add_generation_prompt=True)
-    return question.prompt + INSTRUCTION + "\nAnswer:"
+    return question.prompt + instruction + "\nAnswer:"
 
 
 def _is_json(value: Any) -> bool:

@@ -182,7 +182,9 @@ class OnlinePredictor:
 
     def __init__(self, cfg: PredictorConfig, embed_dim: int, seed: int) -> None:
         self.cfg = cfg
-        self.model = DifficultyPredictor(embed_dim, cfg.adapter_hidden_size, cfg.attention_temperature)
+        with torch.random.fork_rng(devices=[]):  # init from our seed alone: identical on every process
+            torch.manual_seed(seed)
+            self.model = DifficultyPredictor(embed_dim, cfg.adapter_hidden_size, cfg.attention_temperature)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.adapter_learning_rate)
         self.generator = torch.Generator().manual_seed(seed)
         self.embed_dim = embed_dim

@@ -83,6 +83,17 @@ def _check_sizes(cfg: Config, pool_size: int) -> None:
                         f"training pool ({pool_size} questions)")
 
 
+def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
+    """The configured rollout engine; vLLM keeps its copy of the policy in the run folder."""
+    g = cfg.grpo
+    if g.rollout_engine == "vllm":
+        from .vllm_engine import VLLMEngine
+        return VLLMEngine.from_policy(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                      top_p=g.top_p, seed=cfg.seed, model_dir=str(run_dir / "vllm-policy"))
+    return HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                            top_p=g.top_p, autocast=g.bf16_autocast)
+
+
 def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, progress: bool = True,
           reward_fn: RewardFn | None = None) -> RunResult:
     """Run ``cfg.total_steps`` training steps; with ``resume`` continue the run folder's checkpoint.
@@ -99,8 +110,6 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
     model.to(cfg.torch_device)
     g = cfg.grpo
-    engine = HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                              top_p=g.top_p, autocast=g.bf16_autocast)
     reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
     optimizer = torch.optim.AdamW(model.parameters(), lr=g.learning_rate, weight_decay=g.weight_decay)
     ref_model = copy.deepcopy(model).eval() if g.kl_coef > 0 else None
@@ -114,6 +123,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         pool_emb = embedder.embed(train_set.prompts)  # (N, D), cached per question
         predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
 
+    engine = make_engine(cfg, model, tokenizer, run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     found = ckpt.latest_checkpoint(run_dir) if resume else None
     if found is not None:
@@ -126,6 +136,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
             predictor.load_state_dict(saved["predictor"])
         state = RunState(**saved["state"])
         truncate_after_step(metrics_path, state.step)
+        engine.sync_weights()
     else:
         metrics_path.unlink(missing_ok=True)
     logger = JsonlLogger(metrics_path)

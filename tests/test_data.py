@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dotslab.data import (INSTRUCTION, DataError, QuestionSet, arithmetic_questions, load_file, load_hf,
+from dotslab.data import (BOXED_INSTRUCTION, INSTRUCTION, DataError, QuestionSet, arithmetic_questions, load_file, load_hf,
                           load_task, reasoning_gym_questions, render_prompt, save_jsonl)
 from dotslab.records import Question
 
@@ -229,6 +229,8 @@ def test_load_task_file_and_hf(tmp_path):
     datasets.DatasetDict({"test": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "dd"))
     train, held = load_task(cfg(f"hf:{tmp_path / 'dd'}:test", eval_size=1))
     assert len(train) == 5 and len(held) == 1
+    assert train[0].metadata["instruction"] == BOXED_INSTRUCTION  # free-form math answers: ask for \boxed{}
+    assert "boxed" in render_prompt(train[0], SimpleNamespace(chat_template=None))
     with pytest.raises(DataError, match="keep at least 1"):
         load_task(cfg(str(path), eval_size=6))
     with pytest.raises(DataError, match="unknown task"):

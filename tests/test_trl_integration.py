@@ -1,0 +1,276 @@
+"""DOTS + rollout replay on TRL's GRPOTrainer: config mapping, planner, the replay loss, CPU training, 2 processes.
+
+Run: .venv/bin/python -m pytest tests/test_trl_integration.py   (about a minute on 2 CPU cores)
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+trl = pytest.importorskip("trl")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from dotslab.config import Config, ConfigError, paper, tiny  # noqa: E402
+from dotslab.data import arithmetic_questions  # noqa: E402
+from dotslab.embed import make_embedder  # noqa: E402
+from dotslab.grpo import group_advantages_std, policy_loss  # noqa: E402
+from dotslab.integrations.planner import StepPlanner  # noqa: E402
+from dotslab.integrations.trl import _pad, build_trainer, grpo_config_from  # noqa: E402
+from dotslab.models import load_policy  # noqa: E402
+from dotslab.records import Group, Rollout  # noqa: E402
+from dotslab.rewards import SafeReward  # noqa: E402
+from dotslab.rollout import HFGenerateEngine, completion_logprobs, rollout_groups  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parity_reward(completion: str, question) -> float:
+    """Deterministic reward with spread for a random policy: 1 if the completion has even length."""
+    return float(len(completion) % 2 == 0)
+
+
+def tiny_cfg(tmp_path, **kw) -> Config:
+    return Config.from_flat({"run_root": str(tmp_path / "runs"), **kw}, base=tiny())
+
+
+# ---- config mapping --------------------------------------------------------------------------
+def test_grpo_config_maps_one_step_to_one_generation_batch(tmp_path):
+    cfg = tiny_cfg(tmp_path, aggregation="sequence", advantage="mean", kl_coef=0.1, top_p=0.9)
+    a = grpo_config_from(cfg, num_processes=1)
+    g = cfg.grpo
+    assert a.num_generations == g.group_size and a.generation_batch_size == g.questions_per_step * g.group_size
+    assert a.per_device_train_batch_size * a.gradient_accumulation_steps == g.minibatch_questions * g.group_size
+    assert a.steps_per_generation // a.gradient_accumulation_steps == g.questions_per_step // g.minibatch_questions
+    assert a.max_steps == cfg.total_steps * (g.questions_per_step // g.minibatch_questions)
+    assert (a.learning_rate, a.temperature, a.top_p, a.max_completion_length, a.epsilon, a.beta) == \
+        (g.learning_rate, g.temperature, 0.9, g.max_new_tokens, g.clip_eps, 0.1)
+    assert (a.loss_type, a.scale_rewards, a.lr_scheduler_type.value) == ("grpo", "none", "constant")
+    assert a.num_iterations == 1 and a.disable_dropout and not a.mask_truncated_completions
+    assert grpo_config_from(tiny_cfg(tmp_path)).loss_type == "dapo"  # token-level mean
+    assert grpo_config_from(cfg, learning_rate=3e-4).learning_rate == 3e-4  # overrides win
+
+
+def test_grpo_config_paper_preset_on_eight_gpus():
+    a = grpo_config_from(paper(), num_processes=8, use_cpu=True, bf16=False)
+    # 512 questions x 8 = 4096 rows per step; 64 x 8 = 512 rows per optimizer step = 8 per device x 8 GPUs x 8
+    assert (a.per_device_train_batch_size, a.gradient_accumulation_steps, a.generation_batch_size) == (8, 8, 4096)
+    assert a.max_steps == 60 * 8
+
+
+def test_grpo_config_rejects_ragged_geometry(tmp_path):
+    with pytest.raises(ConfigError, match="multiple of minibatch_questions"):
+        grpo_config_from(tiny_cfg(tmp_path, questions_per_step=5, minibatch_questions=2))
+    with pytest.raises(ConfigError, match="per_device_train_batch_size"):
+        grpo_config_from(tiny_cfg(tmp_path), num_processes=1, per_device_train_batch_size=3)
+
+
+# ---- planner ---------------------------------------------------------------------------------
+def _fake_groups(planner, plan, G):
+    """Deterministic rewards per (question, step): what a gathered rollout would give every process."""
+    out = []
+    for i in plan.fresh:
+        q = planner.pool[i]
+        rs = [float(zlib.crc32(f'{q.id}/{plan.step}/{k}'.encode()) % 3 == 0) for k in range(G)]
+        rollouts = tuple(Rollout(q.id, "", torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                                 torch.zeros(0), r, r == 1.0) for r in rs)
+        out.append(Group(q, rollouts, plan.step))
+    return out
+
+
+def _run_planner(cfg, steps):
+    pool = arithmetic_questions(cfg.train_size, seed=0)
+    emb = make_embedder("hash").embed(pool.prompts)
+    planner, plans = StepPlanner(cfg, pool, emb), []
+    for _ in range(steps):
+        refs = planner.begin_step()
+        diff = [((i * 7) % 5) / 4 for i in refs] if refs else None
+        plan = planner.plan_step(diff)
+        planner.replay_groups(plan.replay)
+        planner.record_fresh(_fake_groups(planner, plan, cfg.grpo.group_size))
+        plans.append(plan)
+    return planner, plans
+
+
+def test_planner_is_deterministic_so_every_process_draws_the_same_plan(tmp_path):
+    cfg = tiny_cfg(tmp_path, method="dots_rr", group_size=4)
+    a, b = _run_planner(cfg, 8), _run_planner(cfg, 8)
+    assert [p.to_dict() for p in a[1]] == [p.to_dict() for p in b[1]]
+    assert a[0].buffer.stats(8) == b[0].buffer.stats(8)
+
+
+@pytest.mark.parametrize("method", ["grpo", "dots", "rr", "dots_rr"])
+def test_planner_follows_the_round_structure(tmp_path, method):
+    cfg = tiny_cfg(tmp_path, method=method, group_size=4)
+    B, mu, K, G = cfg.grpo.questions_per_step, cfg.selection.steps_per_round, cfg.predictor.reference_set_size, 4
+    planner, plans = _run_planner(cfg, 8)
+    for r in range(4):  # no question twice within a round; references exactly at round starts
+        steps = plans[r * mu:(r + 1) * mu]
+        fresh = [i for p in steps for i in p.fresh]
+        assert len(fresh) == len(set(fresh))
+        assert bool(steps[0].references) == cfg.uses_selection and not any(p.references for p in steps[1:])
+    assert all(len(p.fresh) == B and not p.replay for p in plans[:mu])  # round 0: B fresh
+    for p in plans[mu:]:
+        if cfg.uses_replay:  # δB fresh + (1-δ)B replayed, or B fresh when the buffer is short
+            assert (len(p.fresh), len(p.replay)) in ((cfg.fresh_per_step, B - cfg.fresh_per_step), (B, 0))
+            assert not {q for q, _ in p.replay} & {planner.pool[i].id for i in p.fresh}
+        else:
+            assert (len(p.fresh), len(p.replay)) == (B, 0)
+    if cfg.uses_replay:
+        assert any(p.replay for p in plans) and len(planner.buffer) <= cfg.replay.buffer_capacity
+    refs = sum(len(p.references) for p in plans)
+    assert planner.total_generations == (sum(len(p.fresh) for p in plans) + refs) * G
+    assert refs == (4 * K if cfg.uses_selection else 0)
+
+
+# ---- the replay loss: TRL's loss on replayed rows is METHOD §5 ---------------------------------
+def test_replayed_rows_give_the_method_loss_and_gradient(tmp_path):
+    cfg = tiny_cfg(tmp_path, method="rr", aggregation="sequence", temperature=0.7, group_size=4)
+    trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no")
+    model, tok, T, eps = trainer.model, trainer.processing_class, 0.7, cfg.grpo.clip_eps
+    qs = list(arithmetic_questions(6, seed=3))
+    torch.manual_seed(0)
+    behaviour, _ = load_policy("tiny", seed=7)  # an older policy sampled the replayed groups: c != 1
+    reward = SafeReward(parity_reward)
+    replay = rollout_groups(HFGenerateEngine(behaviour, tok, max_new_tokens=6, temperature=T), behaviour, tok,
+                            qs[:3], 4, reward, step=1, temperature=T)
+    fresh = rollout_groups(HFGenerateEngine(model, tok, max_new_tokens=6, temperature=T), model, tok,
+                           qs[3:], 4, reward, step=2, temperature=T)
+    assert all(g.has_variance for g in replay)
+    rows = [r for g in fresh for r in g.rollouts]
+    p_ids, p_mask = _pad([r.prompt_ids for r in rows], tok.pad_token_id, left=True)
+    c_ids, c_mask = _pad([r.completion_ids for r in rows], tok.pad_token_id, left=False)
+    adv = torch.cat([group_advantages_std(g.rewards[None], eps=1e-4)[0] for g in fresh])
+    out = {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask,
+           "advantages": adv, "num_items_in_batch": c_mask.sum(),
+           "old_per_token_logps": trainer._token_logps(p_ids, p_mask, c_ids, c_mask)}
+    batch = trainer._with_replay(out, replay)
+    assert trainer.planner.metrics["replay/c_outside_clip_frac"] > 0  # stale enough to matter
+
+    with torch.no_grad():  # the update moves π_θ away from π_old, so some tokens clip
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    model.eval()
+    model.zero_grad()
+    trainer._compute_loss(model, batch).backward()
+    trl_grads = [p.grad.clone() for p in model.parameters()]
+
+    all_rows = rows + [r for g in replay for r in g.rollouts]
+    mask = batch["completion_mask"].bool()
+    old = [batch["old_per_token_logps"][i][mask[i]] for i in range(len(all_rows))]
+    mu = old[:len(rows)] + [r.behaviour_logprobs for g in replay for r in g.rollouts]  # fresh rows: μ = π_old
+    advantages = torch.cat([adv] + [group_advantages_std(g.rewards[None], eps=1e-4)[0] for g in replay])
+    model.zero_grad()
+    logp = completion_logprobs(model, [r.prompt_ids for r in all_rows], [r.completion_ids for r in all_rows], T)
+    loss, stats = policy_loss(logp, mu, old, advantages, clip_eps=eps, aggregation="sequence")
+    loss.backward()
+    assert stats.clip_frac > 0 and abs(stats.mean_c - 1) > 1e-3
+    assert torch.allclose(trainer._compute_loss(model, batch), loss, atol=1e-5)
+    for a, b in zip(trl_grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-5)
+
+    # the importance ratio is real: treating replayed rows as on-policy (old := π_θ) gives another gradient
+    plain = advantages[:, None].expand_as(batch["advantages"]).clone()  # A without c
+    on_policy = {k: v for k, v in batch.items() if k != "old_per_token_logps"}
+    model.zero_grad()
+    trainer._compute_loss(model, dict(on_policy, advantages=plain)).backward()
+    assert not all(torch.allclose(a, p.grad, atol=1e-5) for a, p in zip(trl_grads, model.parameters()))
+
+
+# ---- training on CPU ---------------------------------------------------------------------------
+def test_dots_rr_trains_on_trl(tmp_path, tmp_cache):
+    cfg = tiny_cfg(tmp_path, method="dots_rr", total_steps=5)
+    trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    recs = trainer.dots_records
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
+    assert sum(r.get("replay/replayed", 0) for r in recs) > 0, "no step replayed"
+    assert all(np.isfinite(r["replay/mean_c"]) for r in recs if r.get("replay/replayed"))
+    assert recs[0]["predictor/reference_pass_rate"] >= 0 and "select/mean_predicted_difficulty" in recs[0]
+    assert 0 < len(trainer.planner.buffer) <= cfg.replay.buffer_capacity
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    logged = [json.loads(line) for line in open(Path(trainer.args.output_dir) / "metrics.jsonl")]
+    assert any("replay/replayed" in r and "loss" in r for r in logged)
+
+
+def test_replayed_c_is_one_while_the_policy_is_unchanged(tmp_path, tmp_cache):
+    """μ (stored at generation) and π_old (recomputed at replay) agree: METHOD §8's free consistency check."""
+    cfg = tiny_cfg(tmp_path, method="rr", total_steps=4, learning_rate=1e-30)
+    trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no")
+    trainer.train()
+    replayed = [r for r in trainer.dots_records if r.get("replay/replayed")]
+    assert replayed and all(r["replay/mean_abs_log_c"] < 1e-4 for r in replayed)
+
+
+def test_checkpoint_holds_the_planner_and_resume_restores_it(tmp_path, tmp_cache):
+    cfg = tiny_cfg(tmp_path, method="dots_rr", total_steps=3, checkpoint_every=3)
+    trainer = build_trainer(cfg, reward_fn=parity_reward)
+    trainer.train()
+    state_file = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}" / "dotslab_state.pt"
+    assert state_file.exists()
+    again = build_trainer(dataclasses.replace(cfg, total_steps=4), reward_fn=parity_reward)
+    again.train(resume_from_checkpoint=True)
+    assert [r["step"] for r in again.dots_records] == [4]
+    assert again.planner.total_generations > trainer.planner.total_generations
+
+
+# ---- the launch recipe ---------------------------------------------------------------------------
+def _recipe():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_trl", ROOT / "recipes" / "train_trl.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_recipe_reads_config_keys_and_trl_fields():
+    params, trl_kw, opts = _recipe().parse(["-p", "preset", "paper", "--method", "dots", "--total_steps=7",
+                                            "-t", "save_strategy", "no", "--trl.use_vllm", "true", "--resume"])
+    assert params == {"preset": "paper", "method": "dots", "total_steps": 7}
+    assert trl_kw == {"save_strategy": "no", "use_vllm": True} and opts.resume
+    cfg = Config.from_flat(params)
+    assert cfg.grpo.questions_per_step == 512 and cfg.method == "dots"
+
+
+def test_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+    for name in ("multi_gpu", "zero2", "zero3"):
+        c = load_config_from_file(str(ROOT / "recipes" / "accelerate" / f"{name}.yaml"))
+        assert c.num_processes == 8 and c.mixed_precision == "bf16"
+        assert (c.deepspeed_config or {}).get("zero_stage") == {"multi_gpu": None, "zero2": 2, "zero3": 3}[name]
+
+
+def test_two_processes_draw_the_same_questions(tmp_path, tmp_cache):
+    """torchrun + gloo: both ranks log identical plans (fresh questions, replayed groups, references)."""
+    (tmp_path / "parity_reward.py").write_text(textwrap.dedent("""
+        def parity(completion, question):
+            return float(len(completion) % 2 == 0)
+    """))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           str(ROOT / "recipes" / "train_trl.py"), "-p", "preset", "tiny", "-p", "method", "dots_rr",
+           "-p", "total_steps", "5", "-p", "run_root", str(tmp_path / "runs"),
+           "--reward-fn", "parity_reward:parity", "-t", "save_strategy", "no"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (out,) = (tmp_path / "runs").glob("*/trl")
+    plans = [[json.loads(line) for line in open(out / f"plans.rank{r}.jsonl")] for r in (0, 1)]
+    assert len(plans[0]) == 5 and plans[0] == plans[1]
+    assert any(p["replay"] for p in plans[0]) and plans[0][0]["references"]
+
+
+@pytest.mark.gpu
+def test_dots_rr_trains_on_trl_on_a_gpu(tmp_path, tmp_cache):
+    cfg = tiny_cfg(tmp_path, method="dots_rr", total_steps=3)
+    trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no", bf16=True)
+    trainer.train()
+    assert trainer.model.device.type == "cuda" and len(trainer.dots_records) == 3
