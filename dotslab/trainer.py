@@ -94,14 +94,19 @@ def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
                             top_p=g.top_p, autocast=g.bf16_autocast)
 
 
-def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, progress: bool = True,
+def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, progress: bool | str = True,
           reward_fn: RewardFn | None = None) -> RunResult:
     """Run ``cfg.total_steps`` training steps; with ``resume`` continue the run folder's checkpoint.
 
     ``hooks`` receive every metrics record as it is logged (live plots); ``reward_fn`` replaces the
     configured reward (any ``(completion, question) -> float in [0, 1]``; errors count as 0).
+    ``progress``: True (a notebook widget or terminal bar, whichever fits), "text" (a plain bar on
+    stderr, which papermill relays to the terminal), or False.
     """
-    from tqdm.auto import tqdm
+    if progress == "text":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
 
     seed_everything(cfg.seed, 0)
     train_set, eval_set = load_task(cfg)

@@ -23,6 +23,7 @@ def run_cli(tmp_path, *args):
 def test_train_command_leaves_notebook_and_run_folder(tmp_path):
     p = run_cli(tmp_path, *TINY, "-p", "run_name", "smoke", "-p", "method", "grpo")
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "3/3" in p.stderr  # the headless progress bar reaches the terminal
     run = tmp_path / "runs" / "smoke"
     for name in ("config.json", "metrics.jsonl", "10_train.ipynb", "curves.html", "curves.png"):
         assert (run / name).exists(), name

@@ -36,7 +36,8 @@ cells = [
        "score them, mix in replayed groups, update. With `live_plots` the figure below redraws every step."),
     code("live = LiveCurves(cfg.resolved_run_name) if live_plots else None\n"
          "if live is not None:\n    display(live.widget)\n"
-         "result = train(cfg, hooks=[live] if live else [], resume=resume)\n"
+         "# headless (papermill): a text progress bar on stderr, which `dotslab train` shows in the terminal\n"
+         "result = train(cfg, hooks=[live] if live else [], resume=resume, progress=True if live else \"text\")\n"
          "print(\"run folder:\", result.run_dir)"),
     md("## Results\n\nStatic figures are saved in the run folder (executed notebooks don't keep widget state)."),
     code("paths = save_run_figures(result.run_dir, result.records, title=cfg.resolved_run_name)\n"
