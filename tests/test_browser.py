@@ -1,0 +1,248 @@
+"""A person's check: open notebooks in JupyterLab in headless Chromium, Run All, see widgets and figures.
+
+Run:  cd /work/main && .venv/bin/python -m pytest tests/test_browser.py -q -m browser     (about 1-2 min)
+Needs Debian's chromium (``apt-get install -y chromium chromium-driver``) and the playwright python package
+(``.venv/bin/pip install playwright``; never ``playwright install``: the system /usr/bin/chromium is used).
+Skips cleanly without either.
+
+JupyterLab binds 127.0.0.1 on a free port with a random token, keeps its settings, workspaces and
+runtime files in a temp folder, and is shut down at the end. The notebook is a copy with tiny
+parameters injected by ``papermill --prepare-only`` (policy ``tiny``, hash embedder), executed in the
+browser by the Run menu. Screenshots go to test-artifacts/browser/ (git-ignored).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+STATIC_PLOT = ".jp-OutputArea-output.jp-RenderedPlotly"  # jupyterlab-plotly's renderer of the plotly mime type
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
+NOTEBOOKS = {
+    "01_reference_set.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
+                               "sweep_sizes": "2,4"},
+    "03_selection_and_replay.ipynb": {**TINY, "train_size": 24, "eval_size": 4, "reference_set_size": 4,
+                                      "questions_per_step": 4, "buffer_capacity": 4, "total_steps": 3},
+}
+LAB_SETTINGS = {  # full DOM (no virtual scrolling) so every output can be found; no news, no update checks
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                        "checkForUpdates": False},
+}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="needs the playwright python package (pip install playwright)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 serving a folder of prepared notebooks; yields (url, token, folder)."""
+    home = tmp_path_factory.mktemp("lab")
+    folder = home / "notebooks"
+    folder.mkdir()
+    for name, params in NOTEBOOKS.items():
+        params = {**params, "run_root": str(home / "runs")} if "total_steps" in params else params
+        subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / name), str(folder / name),
+                        "--prepare-only", "-y", json.dumps(params)], check=True, capture_output=True)
+    settings = home / "settings"
+    for rel, value in LAB_SETTINGS.items():
+        (settings / rel).parent.mkdir(parents=True, exist_ok=True)
+        (settings / rel).write_text(json.dumps(value))
+    (home / "config").mkdir()
+    (home / "config" / "jupyter_lab_config.json").write_text(json.dumps(
+        {"LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+                    "extension_manager": "readonly"}}))
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(home / "ws"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config"),
+           "JUPYTER_DATA_DIR": str(home / "data"), "DOTSLAB_CACHE": str(home / "cache")}
+    port, token = free_port(), secrets.token_hex(16)
+    log = open(home / "lab.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
+                             f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
+                             f"--ServerApp.root_dir={folder}", *(["--allow-root"] if os.geteuid() == 0 else [])],
+                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+            assert proc.poll() is None, (home / "lab.log").read_text()[-3000:]
+        else:
+            pytest.fail("JupyterLab did not answer within 2 minutes:\n" + (home / "lab.log").read_text()[-3000:])
+        yield url, token, folder
+    finally:
+        try:  # the shutdown API stops the kernels too; SIGTERM alone can leave them running
+            urllib.request.urlopen(urllib.request.Request(f"{url}/api/shutdown", method="POST",
+                                                          headers={"Authorization": f"token {token}"}), timeout=10)
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000})
+        yield context
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def run_all_cells(page, timeout_s: float = 300) -> None:
+    """Click Run > Run All Cells, then wait until every code cell shows an execution number.
+
+    A click made while the kernel is still connecting only moves the selection, so the click is
+    repeated (up to 5 times) until some cell shows [*] or a number.
+    """
+    prompts: list[str] = []
+    for _ in range(5):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).first.click()
+        page.wait_for_timeout(5000)
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        if any(p.strip() not in ("[ ]:", "") for p in prompts):
+            break
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        if prompts and all(p.strip() not in ("[*]:", "[ ]:", "") for p in prompts):
+            return
+        time.sleep(1)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "run-all-timeout.png"))
+    pytest.fail(f"cells not all executed after {timeout_s:.0f} s: {prompts}")
+
+
+def shoot(locator, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    locator.scroll_into_view_if_needed()
+    path = ARTIFACTS / name
+    locator.screenshot(path=str(path))
+    return path
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, name: str):
+    """Leave test-artifacts/browser/<name>-failure.png (and any dialog's text) when the block fails."""
+    try:
+        yield
+    except BaseException:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"))
+        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+        if dialogs:
+            print("open dialogs:", dialogs)
+        raise
+
+
+def open_notebook(browser, lab, name):
+    url, token, _ = lab
+    page = browser.new_page()
+    # a workspace of its own, reset: no tab of an earlier test is restored beside this one
+    page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}",
+              wait_until="domcontentloaded")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+    # JupyterLab may ask which kernel to start; a person clicks "Select" (the notebook's own kernel)
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    for _ in range(20):
+        if dialog.count():
+            dialog.locator(".jp-mod-accept").first.click()
+            break
+        page.wait_for_timeout(500)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+    return page
+
+
+def assert_no_traceback(page, name):
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                          has_text="Traceback")
+    assert errors.count() == 0, f"{name}: {errors.first.inner_text()[-2000:]}"
+
+
+def test_reference_set_picker_renders_and_responds(browser, lab):
+    name = "01_reference_set.ipynb"
+    page = open_notebook(browser, lab, name)
+    with screenshot_on_failure(page, name):
+        check_reference_set_picker(page, name)
+    page.close()
+
+
+def check_reference_set_picker(page, name):
+    run_all_cells(page)
+    assert_no_traceback(page, name)
+    picker = page.locator(".widget-vbox").filter(has=page.locator(".widget-dropdown")).first
+    picker.wait_for(timeout=60_000)
+    live_plot = picker.locator(".js-plotly-plot .main-svg").first
+    live_plot.wait_for(timeout=60_000)
+    assert picker.locator(".widget-slider, .widget-hslider").count() >= 1
+    static = page.locator(STATIC_PLOT)
+    assert static.count() >= 2, "the sweep figure and the snapshot should render as plotly figures"
+    shoot(picker, "01_reference_set-picker.png")
+    # a person changes the strategy; the status line and the figure follow
+    status = picker.locator(".widget-html").first
+    picker.locator(".widget-dropdown select").first.select_option("diverse")
+    page.wait_for_function("el => el.innerText.includes('diverse')", arg=status.element_handle(), timeout=60_000)
+    assert picker.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
+    shoot(picker, "01_reference_set-after-diverse.png")
+    shoot(static.last, "01_reference_set-snapshot.png")
+
+
+def test_selection_and_replay_renders(browser, lab):
+    name = "03_selection_and_replay.ipynb"
+    page = open_notebook(browser, lab, name)
+    with screenshot_on_failure(page, name):
+        check_selection_and_replay(page, name)
+    page.close()
+
+
+def check_selection_and_replay(page, name):
+    run_all_cells(page)
+    assert_no_traceback(page, name)
+    explorer = page.locator(".widget-vbox").filter(has=page.locator(".widget-slider, .widget-hslider")).first
+    explorer.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
+    shoot(explorer, "03_selection-explorer.png")
+    plots = page.locator(STATIC_PLOT)
+    assert plots.count() >= 5  # 3 selection settings, the buffer, fresh vs replayed
+    shoot(plots.nth(plots.count() - 2), "03_replay-buffer.png")
+    shoot(plots.last, "03_fresh-vs-replayed.png")

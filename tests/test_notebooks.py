@@ -1,0 +1,177 @@
+"""Every notebook: committed clean, runs headlessly under papermill and under nbval with tiny parameters.
+
+Run:  cd /work/main && .venv/bin/python -m pytest tests/test_notebooks.py -q     (about 2-3 min on 2 cores)
+
+What is checked, and how:
+  1. The committed notebooks carry no outputs, and their first code cell is tagged ``parameters`` and
+     holds only ``name: type = literal  # help`` lines (STYLE §3).
+  2. papermill executes each notebook with tiny parameters (random-init ``tiny`` policy, ``hash``
+     embedder, a few questions and tokens); the executed copy must hold no error and at least one
+     plotly figure (mime ``application/vnd.plotly.v1+json``). The tiny policy scores 0 everywhere,
+     so these runs check that every cell runs and draws, not that anything learns.
+  3. nbval cannot pass parameters, so it runs on *prepared* copies: the same notebooks with the tiny
+     parameters injected by ``papermill --prepare-only`` (an ``injected-parameters`` cell after the
+     ``parameters`` cell, exactly what papermill executes) and nothing executed. ``--nbval-lax``
+     re-executes them top to bottom in a fresh kernel and fails on any error; run folders go to a
+     separate root, so it repeats the work rather than reusing papermill's runs.
+The two tiny runs that 20_compare reads are made here with ``dotslab.trainer.train``.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+PARAMETER_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>str|int|float|bool) = (?P<value>.+?)\s+# \S.*$")
+
+TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
+PARAMETERS = {
+    "00_quickstart.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
+                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "live_plots": False},
+    "01_reference_set.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
+                               "sweep_sizes": "2,4"},
+    "02_attention.ipynb": {**TINY, "train_size": 24, "eval_size": 4, "reference_set_size": 6},
+    "03_selection_and_replay.ipynb": {**TINY, "train_size": 24, "eval_size": 4, "reference_set_size": 4,
+                                      "questions_per_step": 4, "buffer_capacity": 4, "total_steps": 4},
+    "10_train.ipynb": {"preset": "tiny", "policy": "tiny", "train_size": 24, "eval_size": 4, "total_steps": 2,
+                       "eval_every": 1, "live_plots": False},
+    "20_compare.ipynb": {},
+}
+TRAINS = ("00_quickstart.ipynb", "03_selection_and_replay.ipynb", "10_train.ipynb")
+
+
+def test_every_notebook_has_tiny_parameters():
+    assert set(NOTEBOOKS) == set(PARAMETERS), "add the new notebook's tiny parameters to PARAMETERS"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_clean_and_parameterised(name):
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{name}: strip outputs"
+    first = code[0]
+    assert "parameters" in first.metadata.get("tags", []), f"{name}: first code cell must be tagged parameters"
+    names = []
+    for line in first.source.splitlines():
+        m = PARAMETER_LINE.match(line)
+        assert m, f"{name}: parameter line is not `name: type = literal  # help`: {line!r}"
+        value = ast.literal_eval(m["value"])  # raises on anything but a literal
+        assert type(value).__name__ == m["type"], f"{name}: {m['name']} is annotated {m['type']}, got {value!r}"
+        names.append(m["name"])
+    assert set(PARAMETERS[name]) - {"run_root", "runs_glob"} <= set(names), f"{name}: unknown test parameter"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), f"{name}: title first"
+
+
+# ---- executed runs ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("notebooks")
+    old = os.environ.get("DOTSLAB_CACHE")
+    os.environ["DOTSLAB_CACHE"] = str(root / "cache")  # kernels inherit it: no writes to ~/.cache
+    yield root
+    if old is None:
+        os.environ.pop("DOTSLAB_CACHE", None)
+    else:
+        os.environ["DOTSLAB_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def compare_runs_root(workdir):
+    """Two tiny runs (grpo and dots_rr) for 20_compare, made with the trainer itself."""
+    from dotslab.config import Config
+    from dotslab.trainer import train
+
+    root = workdir / "compare-runs"
+    for method in ("grpo", "dots_rr"):
+        cfg = Config.from_flat({"preset": "tiny", "method": method, "total_steps": 2, "eval_every": 1,
+                                "train_size": 24, "eval_size": 4, "run_root": str(root)})
+        train(cfg, progress=False)
+    return root
+
+
+def parameters_for(name, run_root, compare_root):
+    params = dict(PARAMETERS[name])
+    if name in TRAINS:
+        params["run_root"] = str(run_root)
+    if name == "20_compare.ipynb":
+        params["runs_glob"] = f"{compare_root}/*"
+    return params
+
+
+def run_two_at_a_time(commands: dict[str, list[str]], logs: Path, timeout_s: float = 900
+                      ) -> dict[str, tuple[int, str]]:
+    """Run ``python -m <args>`` per name, two processes at a time (2 cores); name -> (exit code, log)."""
+    logs.mkdir(exist_ok=True)
+    pending, running, done = list(commands.items()), {}, {}
+    deadline = time.time() + timeout_s
+    while pending or running:
+        if time.time() > deadline:
+            for proc, _ in running.values():
+                proc.kill()
+            pytest.fail(f"still running after {timeout_s:.0f} s: {sorted(running)}")
+        while pending and len(running) < 2:
+            name, args = pending.pop(0)
+            log = open(logs / f"{name}.log", "w")  # a file, not a pipe: a full pipe would block the child
+            running[name] = (subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT / "notebooks", stdout=log,
+                                              stderr=subprocess.STDOUT), log)
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                log.close()
+                done[name] = (proc.returncode, (logs / f"{name}.log").read_text(errors="replace"))
+                del running[name]
+        time.sleep(0.2)
+    return done
+
+
+@pytest.fixture(scope="module")
+def executed(workdir, compare_runs_root):
+    """Every notebook executed by papermill with its tiny parameters; name -> (path, exit code, log)."""
+    out = workdir / "executed"
+    out.mkdir()
+    commands = {name: ["papermill", str(ROOT / "notebooks" / name), str(out / name), "--cwd", str(workdir),
+                       "--log-output", "-y", json.dumps(parameters_for(name, workdir / "runs", compare_runs_root))]
+                for name in NOTEBOOKS}
+    return {name: (out / name, *result) for name, result in run_two_at_a_time(commands, workdir / "logs").items()}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_runs_and_draws(executed, name):
+    path, code, log = executed[name]
+    assert code == 0, f"{name} failed under papermill:\n{log[-4000:]}"
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+    figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
+    assert figures, f"{name}: no plotly figure in the executed notebook"
+    for fig in figures:
+        assert fig.data[PLOTLY_MIME]["data"], f"{name}: a figure without traces"
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), f"{name}: not parameterised"
+
+
+def test_nbval_lax_on_prepared_copies(workdir, compare_runs_root):
+    """nbval re-executes the notebooks (tiny parameters injected, nothing executed) in fresh kernels."""
+    prepared = workdir / "prepared"
+    prepared.mkdir()
+    commands = {name: ["papermill", str(ROOT / "notebooks" / name), str(prepared / name), "--prepare-only",
+                       "-y", json.dumps(parameters_for(name, workdir / "nbval-runs", compare_runs_root))]
+                for name in NOTEBOOKS}
+    for name, (code, log) in run_two_at_a_time(commands, workdir / "prepare-logs").items():
+        assert code == 0, f"{name}: {log[-2000:]}"
+    halves = {f"half{i}": ["pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "--rootdir", str(prepared),
+                           *[str(prepared / n) for n in NOTEBOOKS[i::2]]] for i in (0, 1)}
+    for name, (code, log) in run_two_at_a_time(halves, workdir / "nbval-logs").items():
+        assert code == 0, log[-5000:]
+        assert " passed" in log and "failed" not in log, log[-2000:]
