@@ -146,6 +146,9 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         metrics_path.unlink(missing_ok=True)
     logger = JsonlLogger(metrics_path)
     records = read_jsonl(metrics_path)
+    if found is not None and not any(r.get("step") == state.step for r in records):
+        logger.log(found[1]["record"])  # killed after the checkpoint, before its record was written
+        records.append(found[1]["record"])
 
     def emit(record: dict[str, Any]) -> None:
         record = clean_record(record)
@@ -165,12 +168,13 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
             out.update({k: v for k, v in state.to_target.items() if k != "step"})
         return out
 
-    def save(step: int) -> float:
+    def save(step: int, record: dict[str, Any]) -> float:
+        """Checkpoint with the step's record, so a kill between the two writes loses no metrics."""
         t0 = time.perf_counter()
         ckpt.save_checkpoint(run_dir, step, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
             "sampler": sampler.state_dict(), "predictor": predictor.state_dict() if predictor else None,
-            "state": vars(state).copy()})
+            "state": vars(state).copy(), "record": clean_record(record)})
         return time.perf_counter() - t0
 
     if state.step == 0 and cfg.eval_every > 0 and eval_set:
@@ -310,7 +314,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         if cfg.eval_every > 0 and eval_set and (state.step % cfg.eval_every == 0 or is_last):
             rec.update(evaluate(state.step))
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or is_last):
-            rec["time/checkpoint"] = save(state.step)
+            rec["time/checkpoint"] = save(state.step, rec)
         emit(rec)
         bar.update(1)
         bar.set_postfix({"pass": f"{rec['train/pass_rate']:.2f}",

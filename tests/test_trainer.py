@@ -139,6 +139,25 @@ def test_sigkill_and_resume_reproduces_metrics(tmp_path, tmp_cache):
     assert strip_time(read_jsonl(run_dir / "metrics.jsonl")) == strip_time(full.records)
 
 
+def test_kill_between_checkpoint_and_record_loses_no_metrics(tmp_path, tmp_cache, monkeypatch):
+    import dotslab.trainer as trainer_mod
+    cfg = tiny_cfg(tmp_path, run_name="gap", total_steps=4, checkpoint_every=1)
+    full = train(tiny_cfg(tmp_path, run_name="ref", total_steps=4), progress=False, reward_fn=parity_reward)
+    real_log = trainer_mod.JsonlLogger.log
+
+    def dies_at_step_2(self, record):
+        if record.get("step") == 2:
+            raise KeyboardInterrupt  # checkpoint of step 2 is on disk, its record is not
+        real_log(self, record)
+
+    monkeypatch.setattr(trainer_mod.JsonlLogger, "log", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, reward_fn=parity_reward)
+    monkeypatch.setattr(trainer_mod.JsonlLogger, "log", real_log)
+    resumed = train(cfg, resume=True, progress=False, reward_fn=parity_reward)
+    assert strip_time(resumed.records) == strip_time(full.records)
+
+
 def test_resume_with_changed_config_refuses(tmp_path, tmp_cache):
     cfg = tiny_cfg(tmp_path, run_name="r", total_steps=2)
     train(cfg, progress=False, reward_fn=parity_reward)
