@@ -115,7 +115,7 @@ def compare_runs(runs: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]
             "time ratio vs " + baseline: hit["seconds"] / base_s if base_s else np.nan,
             "generation ratio vs " + baseline: hit["generations"] / base_g if base_g else np.nan,
         })
-    table = pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+    table = pd.DataFrame(rows).set_index("run").round(3) if rows else pd.DataFrame()
     return table, target
 
 

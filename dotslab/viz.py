@@ -374,5 +374,7 @@ def comparison_figure(runs: Mapping[str, Sequence[dict[str, Any]]], target: floa
     fig.update_xaxes(title_text="seconds", row=1, col=1)
     fig.update_xaxes(title_text="generations (reference rollouts included)", row=1, col=2)
     fig.update_yaxes(title_text="eval pass rate", row=1, col=1)
-    fig.update_layout(height=420, legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(height=440, legend={"orientation": "h", "y": -0.2},
+                      title=f"{len(runs)} runs" + (f"; target pass rate {target:.2f}" if target is not None
+                                                   and np.isfinite(target) else ""))
     return fig

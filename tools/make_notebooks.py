@@ -63,8 +63,8 @@ train_size: int = 96              # N: questions in the pool
 eval_size: int = 16               # held-out probe questions (never references; also the run's eval set)
 reference_set_size: int = 8       # K: questions actually rolled out to predict the others
 questions_per_step: int = 8       # B: groups per training step
-total_steps: int = 6              # steps of the short training run
-eval_every: int = 3               # evaluate the held-out pass rate every this many steps
+total_steps: int = 10             # steps of the short training run
+eval_every: int = 5               # evaluate the held-out pass rate every this many steps
 run_root: str = "runs"            # run folders go under this folder
 live_plots: bool = True           # live plotly curves while training in JupyterLab'''),
     code('''
@@ -184,7 +184,7 @@ train_size: int = 96              # N: pool the reference set is drawn from
 eval_size: int = 24               # P: held-out probe questions, measured once, never references
 reference_set_size: int = 8       # K shown first
 reference_strategy: str = "random"  # random | diverse | stratified, shown first
-sweep_sizes: str = "4,8"          # K values compared across all strategies (each new reference costs G rollouts)'''),
+sweep_sizes: str = "4,8,16"       # K values compared across all strategies (each new reference costs G rollouts)'''),
     code('''
 from dotslab.config import from_namespace
 
@@ -290,11 +290,12 @@ explorer.widget'''),
 The table lists the references with the largest $a_{qi}$ and their contribution $a_{qi}\,y_i$; the
 prediction is the sum of that column over **all** $K$ references.
 
-Look at *which* references win. With SmolLM2 we saw "What is 75 + 72?" put 37% of its weight on
-"What is 64 + 17?": a sentence encoder's cosine sees the **format** (two 2-digit terms and a '+')
-more than the difficulty. That is why the paper trains the adapters $f_Q, f_R$: plain attention over
+Look at *which* references win. With SmolLM2 the first query, "What is 1 + 5 - 7?", put half its
+weight on "What is 4 + 1 + 7?": a sentence encoder's cosine sees the **format** (three 1-digit terms)
+before anything else. On this toy task format is much of the difficulty (more digits and terms are
+harder), so copying format-neighbours works. On MATH-style questions it does not: plain attention over
 raw embeddings reached Pearson $r$ of only 0.07-0.27 with difficulty (paper, Table 8), against
-0.70-0.78 with trained adapters.
+0.70-0.78 with the trained adapters $f_Q, f_R$.
 '''),
     code('explorer.table_frame()'),
     code('explorer.snapshot("bars")'),
@@ -302,8 +303,11 @@ raw embeddings reached Pearson $r$ of only 0.07-0.27 with difficulty (paper, Tab
 ## How the temperature changes it
 
 *Effective references* $1/\sum_i a_{qi}^2$ counts how many references share the weight: 1 when one
-reference takes it all, $K$ when attention is uniform. Too low a $\tau$ copies one noisy label;
-too high a $\tau$ washes every query out to the mean.
+reference takes it all, $K$ when attention is uniform. Too low a $\tau$ copies one noisy label
+(each $y_i$ is a pass rate over only $G$ completions); too high a $\tau$ washes every query out to the
+mean. Which side wins depends on how noisy the labels are and how much neighbours share difficulty:
+in our run (12 queries, a small sample) the sharpest attention predicted best, Pearson about 0.9 at
+$\tau = 0.01$ against 0.5 at $\tau = 2$.
 '''),
     code('explorer.sweep([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0])'),
     code("explorer.snapshot()"),
@@ -339,7 +343,7 @@ fresh_fraction: float = 0.5       # δ: fresh share of a step's groups after rou
 buffer_capacity: int = 8          # C: buffer capacity in groups (paper: C = B)
 target_difficulty: float = 0.5    # α shown first
 selection_temperature: float = 0.001  # τ shown first (paper 1e-3)
-total_steps: int = 6              # steps of the run whose buffer is shown
+total_steps: int = 8              # steps of the run whose buffer is shown
 eval_every: int = 0               # no held-out evaluation: this run is about the buffer
 run_root: str = "runs"            # run folders go under this folder'''),
     code('''
@@ -435,6 +439,10 @@ print(f"{len(runs)} runs; target pass rate {target:.3f}")'''),
 
 The dashed line is the target. A method that saves rollouts but spends them on reference sets
 shows it here: the right panel counts **every** generation.
+
+Compare wall-clock only between runs made on the same machine under the same load. Two 6-step runs
+of ours on a shared 2-core box took 113 s and 13 s per step for the same amount of work, because other
+jobs were running during the first; the rollouts panel does not depend on load.
 '''),
     code('comparison_figure({name: records for name, (cfg, records) in runs.items()}, target,\n'
          '                  groups={name: cfg["method"] for name, (cfg, records) in runs.items()})'),
