@@ -25,6 +25,7 @@ from .selector import selection_probs
 
 TIME_KEYS = ("time/generation", "time/reference", "time/reward", "time/prediction", "time/selection",
              "time/replay", "time/update")
+TIME_COLORS = ("#636efa", "#fda45c", "#17becf", "#e377c2", "#bcbd22", "#8c564b", "#ffd166")
 PANELS = ("pass rate", "groups with no reward spread", "step time split (s)", "predictor quality")
 DIFFICULTY_COLORS = "RdYlGn_r"  # green = easy (d near 0), red = hard (d near 1)
 
@@ -58,18 +59,22 @@ def sync_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
 
 # ---- one run ----------------------------------------------------------------------------------
 def _traces(records: Sequence[dict[str, Any]]) -> list[tuple[go.BaseTraceType, int, int]]:
+    # fixed colours: plotly's default cycle repeats after 10 traces, which made two panels share red
     out = []
-    for key, name, dash in (("train/pass_rate", "train batch", "dot"), ("eval/pass_rate", "held-out eval", None)):
+    for key, name, dash, color in (("train/pass_rate", "train batch", "dot", "#1f77b4"),
+                                   ("eval/pass_rate", "held-out eval", None, "#d62728")):
         x, y = _xy(records, key)
-        out.append((go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"dash": dash}), 1, 1))
+        out.append((go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"dash": dash, "color": color}),
+                    1, 1))
     x, y = _xy(records, "rollout/frac_zero_std")
-    out.append((go.Scatter(x=x, y=y, name="zero-variance share", mode="lines+markers"), 1, 2))
-    for key in TIME_KEYS:
+    out.append((go.Scatter(x=x, y=y, name="zero-variance share", mode="lines+markers", line={"color": "#2ca02c"}),
+                1, 2))
+    for key, color in zip(TIME_KEYS, TIME_COLORS):
         x, y = _xy(records, key)
-        out.append((go.Bar(x=x, y=y, name=key.split("/")[1]), 2, 1))
-    for key in ("predictor/pearson", "predictor/mae"):
+        out.append((go.Bar(x=x, y=y, name=key.split("/")[1], marker_color=color), 2, 1))
+    for key, color in (("predictor/pearson", "#9467bd"), ("predictor/mae", "#ff7f0e")):
         x, y = _xy(records, key)
-        out.append((go.Scatter(x=x, y=y, name=key, mode="lines+markers"), 2, 2))
+        out.append((go.Scatter(x=x, y=y, name=key, mode="lines+markers", line={"color": color}), 2, 2))
     return out
 
 

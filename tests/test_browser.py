@@ -219,11 +219,16 @@ def check_reference_set_picker(page, name):
     static = page.locator(STATIC_PLOT)
     assert static.count() >= 2, "the sweep figure and the snapshot should render as plotly figures"
     shoot(picker, "01_reference_set-picker.png")
-    # a person changes the strategy; the status line and the figure follow
+    # a person changes the strategy; the status line and the live figure follow: the quality-history
+    # panel gains a point (on the MAE line; with the tiny policy every d is 1, so Pearson and Spearman
+    # are NaN and draw none)
     status = picker.locator(".widget-html").first
+    before = picker.locator(".js-plotly-plot .scatterlayer .point").count()
     picker.locator(".widget-dropdown select").first.select_option("diverse")
-    page.wait_for_function("el => el.innerText.includes('diverse')", arg=status.element_handle(), timeout=60_000)
-    assert picker.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
+    page.wait_for_function("el => el.innerText.includes('diverse') && el.innerText.includes('MAE')",
+                           arg=status.element_handle(), timeout=60_000)
+    page.wait_for_function(f"el => el.querySelectorAll('.js-plotly-plot .scatterlayer .point').length > {before}",
+                           arg=picker.element_handle(), timeout=30_000)
     shoot(picker, "01_reference_set-after-diverse.png")
     shoot(static.last, "01_reference_set-snapshot.png")
 
@@ -242,6 +247,12 @@ def check_selection_and_replay(page, name):
     explorer = page.locator(".widget-vbox").filter(has=page.locator(".widget-slider, .widget-hslider")).first
     explorer.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
     shoot(explorer, "03_selection-explorer.png")
+    # a person nudges α down one step with the keyboard; the live figure's title follows
+    explorer.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("el => [...el.querySelectorAll('.gtitle')].some(t => t.textContent.includes('α = 0.45'))",
+                           arg=explorer.element_handle(), timeout=60_000)
+    shoot(explorer, "03_selection-explorer-alpha-0.45.png")
     plots = page.locator(STATIC_PLOT)
     assert plots.count() >= 5  # 3 selection settings, the buffer, fresh vs replayed
     shoot(plots.nth(plots.count() - 2), "03_replay-buffer.png")
