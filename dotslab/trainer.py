@@ -60,9 +60,6 @@ class RunResult:
     records: list[dict[str, Any]]
     stopped_early: bool = False
 
-    def series(self, key: str) -> list[tuple[int, float]]:
-        return [(r["step"], r[key]) for r in self.records if r.get(key) is not None]
-
 
 def seed_everything(seed: int, step: int) -> np.random.Generator:
     """Seed python, numpy and torch from (seed, step); returns the step's numpy Generator."""
