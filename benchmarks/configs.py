@@ -9,7 +9,7 @@ Decisions:
      preset does), so generations per step are GRPO B·G, DOTS (B + K/µ)·G, DOTS+RR (δB + K/µ)·G,
      the same 1 : 1.25 : 0.75 as paper §7. It takes lr and every other training setting from
      ``cpu_demo`` and only shrinks sizes (completion length, steps, eval set).
-  2. ``tiny`` trains the random-init tiny policy with :func:`parity_reward` (1 if the completion has
+  2. ``tiny`` trains the random-init tiny policy with :func:`dotslab.rewards.parity_reward` (1 if the completion has
      an even number of characters): deterministic given the sample, about 0.5 for a random
      policy, so groups have reward variance and every code path runs. Its numbers mean nothing.
   3. ``gpu`` is :func:`dotslab.config.paper` unchanged (B = 512, G = 8, K = 256, 60 steps, 3072
@@ -24,11 +24,7 @@ from typing import Callable, Optional
 
 from dotslab.config import METHODS, Config, cpu_demo, paper, tiny as tiny_preset
 from dotslab.records import Question
-
-
-def parity_reward(completion: str, question: Question) -> float:
-    """Synthetic reward for the ``tiny`` config: 1 if ``len(completion)`` is even, else 0."""
-    return float(len(completion) % 2 == 0)
+from dotslab.rewards import parity_reward
 
 
 @dataclass(frozen=True)

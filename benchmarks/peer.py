@@ -78,10 +78,6 @@ class StepMemory:
                 "step_transient_mb": peak - self.steady_mb}
 
 
-def _parity(text: str) -> float:
-    return float(len(text) % 2 == 0)
-
-
 def _dotslab_config(a: argparse.Namespace, run_root: str):
     from dotslab.config import Config, tiny
     steps = a.warmup + a.steps
@@ -94,13 +90,14 @@ def _dotslab_config(a: argparse.Namespace, run_root: str):
 
 
 def run_dotslab(a: argparse.Namespace) -> dict[str, Any]:
+    from dotslab.rewards import parity_reward
     from dotslab.trainer import train
 
     base = _rss_mb()
     memory = StepMemory(a.warmup)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _dotslab_config(a, tmp)
-        result = train(cfg, progress=False, reward_fn=lambda c, q: _parity(c),
+        result = train(cfg, progress=False, reward_fn=parity_reward,
                        hooks=[lambda record: memory.step_done() if "time/step" in record else None])
     times = [r["time/step"] for r in result.records if r.get("time/step") is not None]
     return {"step_seconds": times, "rss_after_imports_mb": base, **memory.result()}
@@ -113,6 +110,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
 
     from dotslab.data import INSTRUCTION, load_task
     from dotslab.models import tiny_policy, tiny_tokenizer
+    from dotslab.rewards import parity_reward
 
     base = _rss_mb()
     memory = StepMemory(a.warmup)
@@ -125,8 +123,8 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
         data = Dataset.from_list([{"prompt": [{"role": "user", "content": q.prompt + INSTRUCTION}]}
                                   for q in train_set])
 
-        def parity_reward(completions, **kwargs):
-            return [_parity(c[0]["content"] if isinstance(c, list) else c) for c in completions]
+        def trl_parity_reward(completions, **kwargs):
+            return [parity_reward(c[0]["content"] if isinstance(c, list) else c, None) for c in completions]
 
         times: list[float] = []
 
@@ -145,7 +143,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
             top_p=1.0, top_k=0, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, beta=0.0,
             num_iterations=1, report_to="none", save_strategy="no", logging_steps=10_000,
             dataloader_num_workers=0, disable_dropout=True)
-        trainer = GRPOTrainer(model=model, reward_funcs=parity_reward, args=args, train_dataset=data,
+        trainer = GRPOTrainer(model=model, reward_funcs=trl_parity_reward, args=args, train_dataset=data,
                               processing_class=tok, callbacks=[Timer()])
         trainer.train()
     return {"step_seconds": times, "rss_after_imports_mb": base, **memory.result()}

@@ -8,7 +8,10 @@ Deviations / decisions:
      built-in arithmetic task: it is fast and needs no sympy.
   2. reasoning-gym gives 0.01 partial credit to a wrong number; :func:`reasoning_gym_reward`
      binarizes it (score == 1 → 1, else 0), as METHOD §1 binarizes non-binary rewards.
-  3. :class:`SafeReward` turns a raising, NaN/inf or non-numeric reward into 0 (logged once per error
+  3. :func:`parity_reward` is a synthetic reward for smoke tests and the ``tiny`` benchmark: 1 if
+     the completion has an even number of characters. A random-init policy gets about 0.5 on it, so
+     groups have reward variance and every code path (advantages, selection, replay) runs.
+  4. :class:`SafeReward` turns a raising, NaN/inf or non-numeric reward into 0 (logged once per error
      type, counted for ``rollout/reward_errors``) so one bad verifier call cannot kill a run.
 """
 from __future__ import annotations
@@ -125,6 +128,11 @@ def reasoning_gym_reward(completion: str, question: Question) -> float:
 
 _REWARDS: dict[str, RewardFn] = {"exact": exact_match, "math_verify": math_verify_reward,
                                  "reasoning_gym": reasoning_gym_reward}
+
+
+def parity_reward(completion: str, question: Question) -> float:
+    """Synthetic smoke-test reward: 1.0 if ``len(completion)`` is even, else 0.0 (see decision 3)."""
+    return float(len(completion) % 2 == 0)
 
 
 def get_reward_fn(name: str, task: str) -> RewardFn:

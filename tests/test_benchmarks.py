@@ -11,6 +11,7 @@ import pytest
 from benchmarks import configs, overhead, timetotarget
 from benchmarks.report import clean, markdown
 from benchmarks.tasks import ARITHMETIC_MIX, mix_questions
+from dotslab.rewards import parity_reward
 
 
 def run(evals, seconds_per_step=10.0, gens_per_step=16):
@@ -112,7 +113,7 @@ def test_configs_build_and_cpu_estimate_is_well_under_an_hour():
     assert len(cpu.seeds) >= 3 and cpu.train.policy == "smollm2"
     est = configs.estimate_seconds(cpu, ("timetotarget", "predictor", "overhead", "peer"))
     assert 0 < sum(est.values()) < 50 * 60
-    assert configs.parity_reward("ab", None) == 1.0 and configs.parity_reward("abc", None) == 0.0
+    assert parity_reward("ab", None) == 1.0 and parity_reward("abc", None) == 0.0
 
 
 def test_markdown_writes_not_reached_and_nulls():

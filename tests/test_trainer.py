@@ -18,14 +18,9 @@ from dotslab.data import DataError, arithmetic_questions, save_jsonl
 from dotslab.learner import policy_update
 from dotslab.models import load_policy
 from dotslab.metrics import read_jsonl
-from dotslab.rewards import SafeReward
+from dotslab.rewards import SafeReward, parity_reward
 from dotslab.rollout import HFGenerateEngine, rollout_groups
 from dotslab.trainer import train
-
-
-def parity_reward(completion: str, question) -> float:
-    """Deterministic reward with spread for a random policy: 1 if the completion has even length."""
-    return float(len(completion) % 2 == 0)
 
 
 def tiny_cfg(tmp_path, **kw) -> Config:
@@ -109,8 +104,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from dotslab.config import Config, tiny
     from dotslab.trainer import train
-    sys.path.insert(0, {tests!r})
-    from test_trainer import parity_reward
+    from dotslab.rewards import parity_reward
     cfg = Config.from_flat({{"run_root": {root!r}, "run_name": "killed", "total_steps": 6,
                              "checkpoint_every": 1}}, base=tiny())
     kill_at = int(sys.argv[1])

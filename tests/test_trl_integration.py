@@ -26,15 +26,10 @@ from dotslab.integrations.planner import StepPlanner  # noqa: E402
 from dotslab.integrations.trl import _pad, build_trainer, grpo_config_from  # noqa: E402
 from dotslab.models import load_policy  # noqa: E402
 from dotslab.records import Group, Rollout  # noqa: E402
-from dotslab.rewards import SafeReward  # noqa: E402
+from dotslab.rewards import SafeReward, parity_reward  # noqa: E402
 from dotslab.rollout import HFGenerateEngine, completion_logprobs, rollout_groups  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def parity_reward(completion: str, question) -> float:
-    """Deterministic reward with spread for a random policy: 1 if the completion has even length."""
-    return float(len(completion) % 2 == 0)
 
 
 def tiny_cfg(tmp_path, **kw) -> Config:
