@@ -161,12 +161,17 @@ class DifficultyPredictor(nn.Module):
 
     @staticmethod
     def raw_attention(query_emb: torch.Tensor, ref_emb: torch.Tensor, ref_labels: torch.Tensor,
-                      exclude: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Untrained fallback: a = softmax(cos(e_q, e_i) / τ_raw), ŷ = Σ a_i y_i, no calibration."""
+                      exclude: Optional[torch.Tensor] = None,
+                      temperature: float = RAW_ATTENTION_TEMPERATURE) -> tuple[torch.Tensor, torch.Tensor]:
+        """Untrained fallback: a = softmax(cos(e_q, e_i) / τ_raw), ŷ = Σ a_i y_i, no calibration.
+
+        ``temperature`` is τ_raw (default :data:`RAW_ATTENTION_TEMPERATURE`); the workbench's τ
+        slider passes other values.
+        """
         q = F.normalize(query_emb.float(), dim=-1)                            # (N, D)
         r = F.normalize(ref_emb.float(), dim=-1)                              # (K, D)
         # attention_difficulty divides by √D·τ; this τ makes the scores cos/τ_raw
-        tau = RAW_ATTENTION_TEMPERATURE / math.sqrt(q.shape[-1])
+        tau = temperature / math.sqrt(q.shape[-1])
         return attention_difficulty(q, r, ref_labels.float(), tau, exclude)
 
 

@@ -17,7 +17,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -26,13 +25,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
 
 from .config import REFERENCE_STRATEGIES, Config
 from .data import QuestionSet, load_task
 from .embed import make_embedder
 from .models import cache_root, load_policy
-from .predictor import OnlinePredictor, attention_difficulty, choose_reference_set, prediction_quality
+from .predictor import DifficultyPredictor, OnlinePredictor, choose_reference_set, prediction_quality
 from .report import top_references
 from .rewards import SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, rollout_groups
@@ -258,11 +256,9 @@ class ReferenceSetPicker:
 def attention_at_temperature(query_emb: Any, ref_emb: Any, ref_difficulty: Any, temperature: float
                              ) -> tuple[np.ndarray, np.ndarray]:
     """Untrained-path attention a = softmax(cos(e_q, e_i) / τ) and d̂ = Σ a_i y_i; (Q,), (Q, K)."""
-    q = F.normalize(torch.as_tensor(query_emb, dtype=torch.float32), dim=-1)      # (Q, D)
-    r = F.normalize(torch.as_tensor(ref_emb, dtype=torch.float32), dim=-1)        # (K, D)
-    # attention_difficulty divides by √D·τ; this makes the score cos/τ, as raw_attention does
-    pred, attn = attention_difficulty(q, r, torch.as_tensor(ref_difficulty, dtype=torch.float32),
-                                      temperature / math.sqrt(q.shape[-1]))
+    pred, attn = DifficultyPredictor.raw_attention(
+        torch.as_tensor(query_emb, dtype=torch.float32), torch.as_tensor(ref_emb, dtype=torch.float32),
+        torch.as_tensor(ref_difficulty, dtype=torch.float32), temperature=temperature)
     return pred.numpy(), attn.numpy()
 
 
