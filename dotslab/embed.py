@@ -201,11 +201,13 @@ class HFEncoder(_MeanPoolEncoder):
     """Any local HF encoder (AutoModel): mean of ``last_hidden_state`` over the attention mask."""
 
     def __init__(self, path_or_id: str | os.PathLike, *, max_length: int = 128, batch_size: int = 64,
-                 name: Optional[str] = None, cache_dir: Optional[str | os.PathLike] = None) -> None:
+                 name: Optional[str] = None, cache_dir: Optional[str | os.PathLike] = None,
+                 device: str | torch.device | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), local_files_only=True)
         model = AutoModel.from_pretrained(str(path_or_id), local_files_only=True, dtype=torch.float32)
+        model.to(torch.device(device or "cpu"))  # a paper-scale encoder (1.5B) wants the GPU
         super().__init__(model, tokenizer, max_length=max_length, batch_size=batch_size,
                          cache_dir=cache_dir)
         self.name = name or str(path_or_id)
@@ -253,14 +255,21 @@ def minilm_path() -> str:
 
 
 def make_embedder(spec: str, *, policy: Any = None, tokenizer: Any = None,
-                  cache_dir: Optional[str | os.PathLike] = None) -> Embedder:
-    """'minilm' | 'hash' | 'policy' (needs ``policy`` and ``tokenizer``) | a local HF id or path."""
+                  cache_dir: Optional[str | os.PathLike] = None,
+                  device: str | torch.device | None = None) -> Embedder:
+    """'minilm' | 'hash' | 'policy' (needs ``policy`` and ``tokenizer``) | a local HF id or path.
+
+    ``device`` places a separate encoder ('minilm' or an HF id/path); None: the policy's device when a
+    policy is given, else the CPU. The 'policy' encoder runs wherever the policy is.
+    """
+    if device is None and policy is not None:
+        device = next(policy.parameters()).device
     if spec == "minilm":
-        return HFEncoder(minilm_path(), name="all-MiniLM-L6-v2", cache_dir=cache_dir)
+        return HFEncoder(minilm_path(), name="all-MiniLM-L6-v2", cache_dir=cache_dir, device=device)
     if spec == "hash":
         return HashEmbedder(cache_dir=cache_dir)
     if spec == "policy":
         if policy is None or tokenizer is None:
             raise ValueError("embedder 'policy' needs make_embedder(..., policy=model, tokenizer=tok)")
         return PolicyEncoder(policy, tokenizer, cache_dir=cache_dir)
-    return HFEncoder(spec, cache_dir=cache_dir)
+    return HFEncoder(spec, cache_dir=cache_dir, device=device)

@@ -71,7 +71,10 @@ def embed_pool(cfg) -> int:
         return 0
     train_set, _ = load_task(cfg)
     model, tok = load_policy(cfg.policy, seed=cfg.seed) if cfg.predictor.embedder == "policy" else (None, None)
-    embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tok, cache_dir=cache_root() / "embeddings")
+    if model is not None:
+        model.to(cfg.torch_device)
+    embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tok,
+                             cache_dir=cache_root() / "embeddings", device=cfg.torch_device)
     emb = embedder.embed(train_set.prompts)
     print(f"train_trl: cached {emb.shape[0]} embeddings ({emb.shape[1]}-d) at {embedder.cache_path}")
     return 0

