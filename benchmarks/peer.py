@@ -8,20 +8,21 @@ one optimizer step per training step, fp32 on CPU and the synthetic parity rewar
 
 Decisions:
   1. Each implementation runs in its own subprocess (``python -m benchmarks.peer --impl ...``) so
-     peak memory does not mix. Reported: whole-process peak RSS (``ru_maxrss``), and the peak during
+     peak memory does not mix. Reported: whole-process peak RSS (the kernel's ``VmHWM``, read before
+     the reset below and at the end; not ``ru_maxrss``, which survives ``execve`` and so reports the
+     parent's peak when the parent is bigger, as the benchmark runner holding SmolLM2 is), and the peak during
      the timed steps above the RSS reached after the warm-up (the kernel's peak mark is reset after
      warm-up), which is the memory one step needs on top of the loaded trainer.
   2. dotslab is timed by ``time/step`` of ``train`` with method ``grpo`` (the real loop, bookkeeping
      included); TRL by a callback from ``on_step_begin`` to ``on_step_end`` (generation included).
      The first ``warmup_steps`` steps are dropped, the median of the rest is reported.
-  3. Both run on CPU (``use_cpu=True``): dotslab's trainer has no device placement yet.
+  3. Both run on CPU (dotslab ``device cpu``, TRL ``use_cpu=True``), whatever the machine has.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,10 +43,6 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _hwm_mb() -> float:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -60,11 +57,13 @@ class StepMemory:
 
     def __init__(self, warmup: int):
         self.warmup, self.steps, self.steady_mb, self.reset_ok = warmup, 0, float("nan"), False
+        self.warmup_peak_mb = 0.0
 
     def step_done(self) -> None:
         self.steps += 1
         if self.steps == self.warmup:
             self.steady_mb = _rss_mb()
+            self.warmup_peak_mb = _hwm_mb()   # the whole-process peak so far, before the reset
             try:
                 with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
                     f.write("5")
@@ -75,6 +74,7 @@ class StepMemory:
     def result(self) -> dict[str, Any]:
         peak = _hwm_mb() if self.reset_ok else float("nan")
         return {"steady_rss_mb": self.steady_mb, "timed_peak_rss_mb": peak,
+                "peak_rss_mb": max(self.warmup_peak_mb, _hwm_mb()),
                 "step_transient_mb": peak - self.steady_mb}
 
 
@@ -86,7 +86,8 @@ def _dotslab_config(a: argparse.Namespace, run_root: str):
         "total_steps": steps, "eval_every": 0, "checkpoint_every": steps, "run_root": run_root, "run_name": "peer",
         "group_size": a.generations, "questions_per_step": a.prompts, "minibatch_questions": a.prompts,
         "micro_batch_size": a.prompts * a.generations, "max_new_tokens": a.max_new_tokens,
-        "temperature": TEMPERATURE, "learning_rate": LR, "kl_coef": 0.0, "bf16_autocast": False}, base=tiny())
+        "temperature": TEMPERATURE, "learning_rate": LR, "kl_coef": 0.0, "bf16_autocast": False,
+        "device": "cpu"}, base=tiny())
 
 
 def run_dotslab(a: argparse.Namespace) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(a.seed)
     out = run_dotslab(a) if a.impl == "dotslab" else run_trl(a)
-    out.update({"impl": a.impl, "peak_rss_mb": _peak_mb(), "torch_threads": torch.get_num_threads()})
+    out.update({"impl": a.impl, "torch_threads": torch.get_num_threads()})
     if a.impl == "trl":
         import trl
         out["trl_version"] = trl.__version__

@@ -14,7 +14,8 @@ Decisions:
      labelled questions, as the trainer does online). Both apply the configured affine correction.
   3. References are random draws of K labelled questions, ``repeats`` times; the table reports the
      mean (and min-max) over draws. Measured labels are themselves noisy (G samples each), which
-     caps attainable correlation; ``label_noise_ceiling`` estimates it by split-half reliability.
+     caps attainable correlation; ``label_noise_ceiling`` is their split-half reliability ρ
+     (Spearman-Brown corrected), and a predictor of the true difficulty reaches at most about √ρ.
 """
 from __future__ import annotations
 

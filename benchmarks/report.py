@@ -129,13 +129,27 @@ def markdown(result: Mapping[str, Any]) -> str:
     if p:
         lines += [f"**2. Predictor quality** on {p['probe_size']} held-out questions (K references drawn from "
                   f"{p['labelled_size']} labelled ones, mean over {p['repeats']} draws; `online` = adapter fitted "
-                  f"for {p['fit_steps']} episodes). Labels are noisy: split-half ceiling per phase in the header.", "",
-                  "| phase | embedder | K | predictor | Pearson | Spearman | MAE |", "|---|---|---|---|---|---|---|"]
+                  f"for {p['fit_steps']} episodes). Each cell: Pearson / Spearman / MAE. Labels are noisy "
+                  "(G rollouts each): next to each phase, their split-half reliability ρ (Spearman-Brown) and "
+                  "√ρ, about the highest Pearson a predictor of the true difficulty can reach against them.",
+                  ""]
+        cols = sorted({(r["k"], r["predictor"]) for ph in p["phases"].values() for r in ph["results"]},
+                      key=lambda c: (c[0], c[1] != "raw"))
+        lines += ["| phase | embedder | " + " | ".join(f"K={k} {pred}" for k, pred in cols) + " |",
+                  "|---|---|" + "---|" * len(cols)]
         for phase, ph in p["phases"].items():
-            for r in ph["results"]:
-                lines.append(f"| {phase} (ceiling {_num(ph['label_noise_ceiling'], '{:.2f}')}) | {r['embedder']} | "
-                             f"{r['k']} | {r['predictor']} | {_num(r['pearson']['mean'], '{:.2f}')} | "
-                             f"{_num(r['spearman']['mean'], '{:.2f}')} | {_num(r['mae']['mean'], '{:.3f}')} |")
+            by = {(r["embedder"], r["k"], r["predictor"]): r for r in ph["results"]}
+            for emb in dict.fromkeys(r["embedder"] for r in ph["results"]):
+                cells = []
+                for k, pred in cols:
+                    r = by.get((emb, k, pred))
+                    cells.append("—" if r is None else
+                                 f"{_num(r['pearson']['mean'], '{:.2f}')} / {_num(r['spearman']['mean'], '{:.2f}')}"
+                                 f" / {_num(r['mae']['mean'], '{:.3f}')}")
+                rho = ph["label_noise_ceiling"]
+                root = math.sqrt(rho) if rho is not None and rho > 0 else None
+                lines.append(f"| {phase} (ρ {_num(rho, '{:.2f}')}, √ρ {_num(root, '{:.2f}')}) | {emb} | "
+                             + " | ".join(cells) + " |")
         in_run = (parts.get("timetotarget") or {}).get("in_run_predictor") or {}
         for method, halves in in_run.items():
             cells = []
@@ -203,17 +217,24 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     t = parts.get("timetotarget")
     if t:
         for method, by_seed in t["curves"].items():
-            for i, (seed, pts) in enumerate(by_seed.items()):
-                if pts:
-                    _, secs, gens, rate = zip(*pts)
-                    label = METHOD_LABELS.get(method, method) if i == 0 else None
-                    ax_curve.plot(secs, rate, "-o", ms=3, color=colors.get(method), alpha=0.7, label=label)
-                    ax_gen.plot(gens, rate, "-o", ms=3, color=colors.get(method), alpha=0.7, label=label)
+            runs = [pts for pts in by_seed.values() if pts]
+            for pts in runs:                                    # each seed: thin
+                _, secs, gens, rate = zip(*pts)
+                ax_curve.plot(secs, rate, "-", lw=0.8, color=colors.get(method), alpha=0.35)
+                ax_gen.plot(gens, rate, "-", lw=0.8, color=colors.get(method), alpha=0.35)
+            steps = sorted(set.intersection(*(set(p[0] for p in pts) for pts in runs))) if runs else []
+            if steps:                                           # mean over seeds at shared eval steps: bold
+                at = [[next(p for p in pts if p[0] == s) for pts in runs] for s in steps]
+                mean = [[sum(p[i] for p in row) / len(row) for row in at] for i in (1, 2, 3)]
+                label = METHOD_LABELS.get(method, method)
+                ax_curve.plot(mean[0], mean[2], "-o", ms=4, lw=2.2, color=colors.get(method), label=label)
+                ax_gen.plot(mean[1], mean[2], "-o", ms=4, lw=2.2, color=colors.get(method), label=label)
         for ax, xl in ((ax_curve, "training seconds"), (ax_gen, "generations (reference rollouts included)")):
             ax.set_xlabel(xl)
             ax.set_ylabel("held-out pass rate")
             ax.legend(fontsize=8)
-        ax_curve.set_title("pass rate vs wall-clock (one line per seed)")
+        n_seeds = len(t.get("seeds", ()))
+        ax_curve.set_title(f"pass rate vs wall-clock (bold: mean of {n_seeds} seeds; thin: each)")
         ax_gen.set_title("pass rate vs generations")
         names = list(t["methods"])
         for j, key in enumerate(("seconds_ratio", "generations_ratio")):
@@ -222,17 +243,26 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             hi = [t["methods"][m][key]["max"] for m in names]
             x = [i + (j - 0.5) * 0.38 for i in range(len(names))]
             vals = [v if v is not None else 0 for v in med]
+            # a max of None is a seed that never reached the target: draw the bar's cap at its median
             err = [[max(0, v - (l if l is not None else v)) for v, l in zip(vals, lo)],
                    [max(0, (h if h is not None else v) - v) for v, h in zip(vals, hi)]]
-            bars = ax_ttt.bar(x, vals, 0.38, yerr=err, capsize=3, label=key.split("_")[0],
-                              color="tab:purple" if j == 0 else "tab:olive")
-            for b, m in zip(bars, names):
-                if t["methods"][m][key]["median"] is None:
-                    text = "not\nreached" if t["methods"][m][key]["n"] else "n/a"
-                    ax_ttt.text(b.get_x() + b.get_width() / 2, 0.02, text, ha="center", fontsize=7)
+            ax_ttt.bar(x, vals, 0.38, yerr=err, capsize=3, label=key.split("_")[0] + " (ratio)",
+                       color="tab:purple" if j == 0 else "tab:olive")
+        highest = 1.0
+        for i, m in enumerate(names):
+            st, top = t["methods"][m]["seconds_ratio"], 0.0
+            for key in ("seconds_ratio", "generations_ratio"):
+                r = t["methods"][m][key]
+                top = max(top, *(v for v in (r["median"], r["max"]) if v is not None), 0.0)
+            text = f"{st['reached']}/{st['n']} seeds\nreached" if st["n"] else "n/a"
+            if st["median"] is None and st["n"]:
+                text = "median not\nreached\n" + text
+            ax_ttt.text(i, top + 0.03, text, ha="center", va="bottom", fontsize=7)
+            highest = max(highest, top)
+        ax_ttt.set_ylim(0, 1.3 * highest + 0.1)
         ax_ttt.axhline(1.0, color="k", lw=0.8, ls="--")
         ax_ttt.set_xticks(range(len(names)), [METHOD_LABELS.get(m, m) for m in names])
-        ax_ttt.set_title("time-to-target / GRPO's (median, min–max)")
+        ax_ttt.set_title("to reach GRPO's final pass rate, / GRPO (median, min–max)")
         ax_ttt.legend(fontsize=8)
     p = parts.get("predictor")
     if p:
@@ -241,7 +271,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             for r in ph["results"]:
                 labels.append(f"{phase[:5]} {r['embedder'][:6]} K{r['k']} {r['predictor'][:3]}")
                 vals.append(r["pearson"]["mean"] if r["pearson"]["mean"] is not None else 0.0)
-        ax_pred.barh(range(len(vals)), vals, color="tab:cyan")
+        kinds = [lab.rsplit(" ", 1)[-1] for lab in labels]
+        ax_pred.barh(range(len(vals)), vals, color=["tab:cyan" if k == "raw" else "tab:blue" for k in kinds])
         ax_pred.set_yticks(range(len(vals)), labels, fontsize=6)
         ax_pred.axvline(0, color="k", lw=0.8)
         ax_pred.set_title("predictor Pearson r on held-out probes")
@@ -259,17 +290,24 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax_split.set_ylabel("seconds per step")
         ax_split.set_title(f"step-time split; bookkeeping {100 * (o['share_overall'] or 0):.2f}% of "
                            f"{METHOD_LABELS.get(o['method'], o['method'])}")
-        ax_split.legend(fontsize=7)
+        ax_split.set_ylim(0, 1.35 * max(bottom))
+        ax_split.legend(fontsize=7, ncol=4, loc="upper center")
     q = parts.get("peer")
     if q:
         impls = [i for i, r in q["results"].items() if "error" not in r]
-        ax_peer.bar(range(len(impls)), [q["results"][i]["seconds_per_step"] for i in impls], color="tab:red")
-        ax_peer.set_xticks(range(len(impls)), impls)
+        xs = range(len(impls))
+        ax_peer.bar([x - 0.2 for x in xs], [q["results"][i]["seconds_per_step"] for i in impls], 0.4,
+                    color="tab:red", label="s / step (left)")
+        ax_peer.set_xticks(xs, impls)
         ax_peer.set_ylabel("seconds per GRPO step")
         tw = ax_peer.twinx()
-        tw.plot(range(len(impls)), [q["results"][i]["peak_rss_mb"] for i in impls], "ks--")
-        tw.set_ylabel("peak RSS (MB, squares)")
-        tw.set_ylim(bottom=0)
+        tw.bar([x + 0.2 for x in xs], [q["results"][i]["peak_rss_mb"] for i in impls], 0.4,
+               color="tab:brown", label="peak RSS, MB (right)")
+        tw.set_ylabel("peak RSS of the process (MB)")
+        handles = ax_peer.get_legend_handles_labels()[0] + tw.get_legend_handles_labels()[0]
+        tw.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center")
+        tw.set_ylim(0, 1.3 * max(q["results"][i]["peak_rss_mb"] for i in impls))
+        ax_peer.set_ylim(0, 1.3 * max(q["results"][i]["seconds_per_step"] for i in impls))
         ax_peer.set_title("peer: one GRPO step, tiny model")
     for ax in axes.ravel():
         if not ax.has_data():
@@ -278,3 +316,35 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def readme_markers(name: str) -> tuple[str, str]:
+    """The comment lines around a config's block in README.md (``python -m benchmarks.run --readme``)."""
+    return (f"<!-- benchmark:{name}:start (written by python -m benchmarks.run --readme; do not edit) -->",
+            f"<!-- benchmark:{name}:end -->")
+
+
+def readme_block(readme: str, name: str) -> str | None:
+    """The text between ``name``'s markers in ``readme`` (None when the markers are missing)."""
+    start, end = readme_markers(name)
+    if start not in readme or end not in readme.split(start, 1)[1]:
+        return None
+    return readme.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def readme_content(md: str, png: Path, readme_path: Path) -> str:
+    """What goes into the block: the tables and the figure, linked relative to the README."""
+    rel = os.path.relpath(png.resolve(), readme_path.resolve().parent).replace(os.sep, "/")
+    return f"{md.rstrip()}\n\n![benchmark figure]({rel})"
+
+
+def update_readme(readme_path: Path, name: str, content: str) -> None:
+    """Replace the block between ``name``'s markers; a README without them is an error, never rewritten."""
+    text = readme_path.read_text(encoding="utf-8")
+    if readme_block(text, name) is None:
+        start, end = readme_markers(name)
+        raise ValueError(f"{readme_path} has no block for benchmark {name!r}: add the lines\n{start}\n{end}")
+    start, end = readme_markers(name)
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme_path.write_text(f"{head}{start}\n{content}\n{end}{tail}", encoding="utf-8")

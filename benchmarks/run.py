@@ -1,7 +1,7 @@
 """The benchmark entry point: GRPO, DOTS, RR and DOTS+RR side by side, in one run.
 
     .venv/bin/python -m benchmarks.run --config cpu [--seeds 0 1 2] [--out benchmarks/results]
-                                       [--only timetotarget,predictor,overhead,peer]
+                                       [--only timetotarget,predictor,overhead,peer] [--readme]
 
 Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; METHOD §7):
   1. timetotarget: every method x seed trains the same steps; seconds and generations to reach
@@ -13,6 +13,7 @@ Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; METHOD §7):
 
 Writes ``<out>/<config>-<timestamp>.json``, ``<out>/latest-<config>.json``, ``<out>/<config>-latest.md``
 (the README table) and ``<out>/<config>-latest.png``; run folders go to ``<out>/runs/`` (git-ignored).
+``--readme`` also writes the tables and figure into README.md, between the config's marker comments.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 PARTS = ("timetotarget", "predictor", "overhead", "peer")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _log(msg: str) -> None:
@@ -58,7 +60,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's; cpu: all cores)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override training Config keys (YAML values), e.g. --set total_steps=2 eval_size=8")
+    ap.add_argument("--readme", nargs="?", const=str(REPO / "README.md"), default=None, metavar="PATH",
+                    help="also write the tables and figure into PATH's block for this config "
+                         "(default PATH: the repository's README.md)")
     args = ap.parse_args(argv)
+    if args.readme:
+        from .report import readme_block
+        readme = Path(args.readme)
+        if not readme.is_file() or readme_block(readme.read_text(encoding="utf-8"), args.config) is None:
+            ap.error(f"--readme: {readme} has no block for benchmark {args.config!r} (see benchmarks/report.py "
+                     "readme_markers)")
     args.parts = tuple(p.strip() for p in args.only.split(",") if p.strip())
     unknown = set(args.parts) - set(PARTS)
     if unknown or not args.parts:
@@ -190,6 +201,10 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
     md = report.markdown(report.clean(result))
     (out / f"{bench.name}-latest.md").write_text(md, encoding="utf-8")
     report.plot(report.clean(result), out / f"{bench.name}-latest.png")
+    if args.readme:
+        report.update_readme(Path(args.readme), bench.name,
+                             report.readme_content(md, out / f"{bench.name}-latest.png", Path(args.readme)))
+        _log(f"updated the {bench.name!r} block of {args.readme}")
     _log(f"\n{md}\nwrote {json_path}, {out / f'{bench.name}-latest.md'}, {out / f'{bench.name}-latest.png'} "
          f"in {result['wall_seconds'] / 60:.1f} min")
     return 0

@@ -5,11 +5,12 @@ Run: .venv/bin/python -m pytest tests/test_benchmarks.py
 """
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from benchmarks import configs, overhead, timetotarget
-from benchmarks.report import clean, markdown
+from benchmarks.report import clean, markdown, readme_block, readme_content, readme_markers
 from benchmarks.tasks import ARITHMETIC_MIX, mix_questions
 from dotslab.rewards import parity_reward
 
@@ -132,7 +133,10 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
     from benchmarks.run import main
 
     out = tmp_path / "results"
-    assert main(["--config", "tiny", "--seeds", "0", "1", "--out", str(out)]) == 0
+    readme = tmp_path / "README.md"
+    start, end = readme_markers("tiny")
+    readme.write_text(f"# intro\n\n{start}\nold table\n{end}\n\n## after\n")
+    assert main(["--config", "tiny", "--seeds", "0", "1", "--out", str(out), "--readme", str(readme)]) == 0
     result = json.loads((out / "latest-tiny.json").read_text())
     assert result["schema"] == "dotslab-benchmark/1" and result["config"] == "tiny"
     assert {"platform", "cpu_model", "cpu_count", "torch", "loadavg_start", "loadavg_end"} <= set(result["machine"])
@@ -165,11 +169,16 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
         r = q["results"][impl]
         assert "error" not in r, r.get("error")
         assert r["seconds_per_step"] > 0 and r["peak_rss_mb"] > r["rss_after_imports_mb"] > 0
+        # the child's own peak, not its parent's (ru_maxrss survives exec): a tiny model adds tens of MB
+        assert r["peak_rss_mb"] >= r["steady_rss_mb"] and r["peak_rss_mb"] < r["rss_after_imports_mb"] + 500
     assert q["trl_over_dotslab_time"] > 0
 
     md = (out / "tiny-latest.md").read_text()
     assert "| DOTS+RR |" in md and "Predictor quality" in md and "dotslab vs TRL" in md
     assert (out / "tiny-latest.png").stat().st_size > 10_000
+    text = readme.read_text()
+    assert text.startswith("# intro\n") and text.endswith("## after\n") and "old table" not in text
+    assert readme_block(text, "tiny") == f"{md.rstrip()}\n\n![benchmark figure](results/tiny-latest.png)"
     assert len(list(out.glob("tiny-*.json"))) == 1
     assert not list((out / "runs").rglob("*.pt")), "checkpoints must be deleted after the run"
 
@@ -177,7 +186,25 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
 def test_entry_point_rejects_unknown_parts_and_missing_baseline(tmp_path):
     from benchmarks.run import main
 
+    readme = tmp_path / "README.md"
+    readme.write_text("# no benchmark block here\n")
+    with pytest.raises(SystemExit):                      # refused before anything trains
+        main(["--config", "tiny", "--out", str(tmp_path), "--readme", str(readme)])
+    assert readme.read_text() == "# no benchmark block here\n" and not list(tmp_path.glob("*.json"))
+
     with pytest.raises(SystemExit):
         main(["--config", "tiny", "--only", "speed", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="grpo"):
         main(["--config", "tiny", "--only", "timetotarget", "--methods", "dots", "--out", str(tmp_path)])
+
+
+def test_readme_shows_the_committed_cpu_benchmark():
+    """README's cpu block is exactly what `benchmarks.run --config cpu --readme` wrote from the committed result."""
+    root = Path(__file__).resolve().parent.parent
+    results = root / "benchmarks" / "results"
+    block = readme_block((root / "README.md").read_text(encoding="utf-8"), "cpu")
+    assert block is not None, "README.md lost its benchmark:cpu block"
+    md = (results / "cpu-latest.md").read_text(encoding="utf-8")
+    assert block == readme_content(md, results / "cpu-latest.png", root / "README.md")
+    saved = json.loads((results / "latest-cpu.json").read_text(encoding="utf-8"))
+    assert markdown(clean(saved)) == md, "cpu-latest.md was edited by hand or is stale against latest-cpu.json"
