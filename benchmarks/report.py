@@ -46,8 +46,9 @@ def machine_info() -> dict[str, Any]:
         root = Path(__file__).resolve().parent.parent
         info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                             text=True, timeout=10).stdout.strip() or None
-        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                                                text=True, timeout=10).stdout.strip())
+        # tracked files only: earlier results not yet committed do not make the code dirty
+        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                                capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info
