@@ -67,7 +67,7 @@ class Bench:
     peer: PeerBench
     methods: tuple[str, ...] = METHODS
     task_mix_size: int = 0
-    """Questions in the generated arithmetic mix (benchmarks/tasks.py); 0 keeps ``train.task``."""
+    """Questions in the generated arithmetic mix (dotslab.data.ARITHMETIC_MIX, one file per run); 0 keeps ``train.task``."""
     reward_fn: Optional[Callable[[str, Question], float]] = field(default=None, compare=False)
     """Replaces the configured verifier everywhere (tiny only)."""
     torch_threads: int = 0

@@ -37,7 +37,7 @@ def _log(msg: str) -> None:
 
 def settings_line(bench: Any) -> str:
     c, g = bench.train, bench.train.grpo
-    task = "arithmetic mix (benchmarks/tasks.py)" if bench.task_mix_size else c.task
+    task = "arithmetic mix (dotslab.data.ARITHMETIC_MIX)" if bench.task_mix_size else c.task
     pool = bench.task_mix_size - c.eval_size if bench.task_mix_size else c.train_size
     return (f"Policy `{c.policy}`, task {task}, pool N={pool}, held-out {c.eval_size} questions × "
             f"{c.eval_samples} samples every {c.eval_every} steps; {c.total_steps} steps, B={g.questions_per_step}, "

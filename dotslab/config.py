@@ -121,8 +121,9 @@ class Config:
     """'grpo' (uniform, no replay), 'dots' (selection), 'rr' (uniform + replay), 'dots_rr' (both)."""
     policy: str = "smollm2"
     """'smollm2' (offline SmolLM2-135M-Instruct), 'tiny' (random-init, tests), or an HF id / local path."""
-    task: str = "arithmetic"
-    """'arithmetic' (built-in generator), 'reasoning_gym:<name>[,<name>]', a .jsonl/.parquet path, or 'hf:<dataset>'."""
+    task: str = "arithmetic_mix"
+    """'arithmetic_mix' (five strata, easy to hard), 'arithmetic' (2-3 terms of 1-2 digits),
+    'reasoning_gym:<name>[,<name>]', a .jsonl/.parquet path, or 'hf:<dataset>'."""
     train_size: int = 256
     """Questions in the training pool N (generated tasks only; files use all rows)."""
     eval_size: int = 48

@@ -142,6 +142,75 @@ def arithmetic_questions(n: int, seed: int, *, min_terms: int = 2, max_terms: in
     return QuestionSet(questions, source)
 
 
+@dataclasses.dataclass(frozen=True)
+class Stratum:
+    """One part of :data:`ARITHMETIC_MIX`: :func:`arithmetic_questions` knobs and a share of the questions."""
+    name: str
+    share: float
+    min_terms: int
+    max_terms: int
+    min_digits: int
+    max_digits: int
+    operators: str
+
+
+ARITHMETIC_MIX: tuple[Stratum, ...] = (
+    Stratum("echo", 0.15, 1, 1, 1, 2, "+"),          # "What is 42?": near-certain pass
+    Stratum("add-1digit", 0.25, 2, 2, 1, 1, "+"),
+    Stratum("addsub-1digit", 0.20, 2, 2, 1, 1, "+-"),
+    Stratum("addsub-2digit", 0.20, 2, 2, 2, 2, "+-"),
+    Stratum("3terms", 0.20, 3, 3, 1, 2, "+-"),
+)
+"""The ``arithmetic_mix`` task, easy to hard (shares sum to 1), so that adaptive difficulty spreads over
+0-1 for SmolLM2-135M as it does for the paper's policies on their pools. Measured difficulty (1 - pass
+rate) of the initial SmolLM2, 40 questions x 4 samples, 24 new tokens, T = 0.6 (2026-11-25): echo 0.28,
+add-1digit 0.48, addsub-1digit 0.55, addsub-2digit 0.86, 3terms 0.96; every benchmark result repeats
+this measurement. The plain ``arithmetic`` task (2-3 terms of 1-2 digits) is mostly the hard end."""
+
+
+def _stratum_capacity(s: Stratum) -> int:
+    """Number of distinct questions of a stratum (one digit count is drawn per question)."""
+    total = 0
+    for digits in range(s.min_digits, s.max_digits + 1):
+        numbers_ = 10 if digits == 1 else 9 * 10 ** (digits - 1)
+        for terms in range(s.min_terms, s.max_terms + 1):
+            total += numbers_ ** terms * len(s.operators) ** (terms - 1)
+    return min(total, 1_000_000)
+
+
+def arithmetic_mix_questions(n: int, seed: int, mix: Sequence[Stratum] = ARITHMETIC_MIX) -> QuestionSet:
+    """n distinct questions, ``round(share * n)`` per stratum (remainder to the last), shuffled by seed.
+
+    A question's stratum is in ``metadata['stratum']`` and its index in ``metadata['level']``
+    (0 = easiest), so the 'stratified' reference strategy and per-stratum pass rates work on it.
+    """
+    source = "arithmetic_mix"
+    counts = [round(s.share * n) for s in mix]
+    counts[-1] = n - sum(counts[:-1])
+    seen: set[str] = set()
+    out: list[Question] = []
+    for level, (stratum, count) in enumerate(zip(mix, counts)):
+        # generate extra: strata can overlap (e.g. two 1-digit additions), duplicates are skipped
+        pool = arithmetic_questions(min(count * 3 + 20, _stratum_capacity(stratum)), seed + 1000 * level,
+                                    min_terms=stratum.min_terms, max_terms=stratum.max_terms,
+                                    min_digits=stratum.min_digits, max_digits=stratum.max_digits,
+                                    operators=stratum.operators)
+        taken = 0
+        for q in pool:
+            if taken == count:
+                break
+            if q.prompt in seen:
+                continue
+            seen.add(q.prompt)
+            meta = {**q.metadata, "stratum": stratum.name, "level": level}
+            out.append(Question(f"mix-{stratum.name}-{taken:04d}", q.prompt, q.answer, meta))
+            taken += 1
+        if taken < count:
+            raise DataError(f"{source}: stratum {stratum.name!r} has only {taken} distinct questions for {count}")
+    random.Random(seed).shuffle(out)
+    return QuestionSet(out, source)
+
+
 def _distinct_rg_items(rg: Any, name: str, want: int, seed: int, seen: set[str], kwargs: Mapping[str, Any],
                        source: str) -> list[dict]:
     """The first ``want`` items of generator ``name`` whose question text is new."""
@@ -341,6 +410,8 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
     task, size = cfg.task, cfg.train_size + cfg.eval_size
     if task == "arithmetic":
         full = arithmetic_questions(size, cfg.seed)
+    elif task == "arithmetic_mix":
+        full = arithmetic_mix_questions(size, cfg.seed)
     elif task.startswith("reasoning_gym:"):
         full = reasoning_gym_questions([s.strip() for s in task[len("reasoning_gym:"):].split(",") if s.strip()],
                                        size, cfg.seed)
@@ -352,7 +423,7 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
     elif Path(task).suffix.lower() in _READERS:
         full = load_file(task)
     else:
-        raise DataError(f"unknown task {task!r}: use 'arithmetic', 'reasoning_gym:<name>[,<name>]', "
+        raise DataError(f"unknown task {task!r}: use 'arithmetic', 'arithmetic_mix', 'reasoning_gym:<name>[,<name>]', "
                         f"'hf:<name>[:<split>]' or a {'/'.join(_READERS)} path")
     return full.split(cfg.eval_size, cfg.seed)
 

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dotslab.data import (BOXED_INSTRUCTION, INSTRUCTION, DataError, QuestionSet, arithmetic_questions, load_file, load_hf,
-                          load_task, reasoning_gym_questions, render_prompt, save_jsonl)
+from dotslab.data import (ARITHMETIC_MIX, BOXED_INSTRUCTION, INSTRUCTION, DataError, QuestionSet,
+                          arithmetic_mix_questions, arithmetic_questions, load_file, load_hf, load_task,
+                          reasoning_gym_questions, render_prompt, save_jsonl)
 from dotslab.records import Question
 
 ROWS = [{"id": i, "question": f"What is {i} + 1?", "answer": i + 1, "level": i % 3} for i in range(6)]
@@ -219,6 +220,27 @@ def test_load_task_arithmetic():
     train, held = load_task(cfg("arithmetic", train_size=30, eval_size=10))
     assert len(train) == 30 and len(held) == 10 and not set(train.ids) & set(held.ids)
     assert not set(train.prompts) & set(held.prompts)
+
+
+def test_arithmetic_mix_is_deterministic_distinct_and_stratified():
+    qs = arithmetic_mix_questions(200, seed=0)
+    assert [q.prompt for q in qs] == [q.prompt for q in arithmetic_mix_questions(200, seed=0)]
+    assert [q.prompt for q in qs] != [q.prompt for q in arithmetic_mix_questions(200, seed=1)]
+    assert len({q.prompt for q in qs}) == 200 and len({q.id for q in qs}) == 200
+    counts = {s.name: sum(q.metadata["stratum"] == s.name for q in qs) for s in ARITHMETIC_MIX}
+    assert counts == {s.name: round(s.share * 200) for s in ARITHMETIC_MIX}
+    assert abs(sum(s.share for s in ARITHMETIC_MIX) - 1) < 1e-9
+    assert [q.metadata["level"] for q in qs if q.metadata["stratum"] == "3terms"][:1] == [4]
+    echo = next(q for q in qs if q.metadata["stratum"] == "echo")
+    assert echo.answer == echo.prompt[len("What is "):-1]
+
+
+def test_load_task_arithmetic_mix_is_the_default():
+    from dotslab.config import Config
+    assert Config().task == "arithmetic_mix"
+    train, held = load_task(cfg("arithmetic_mix", train_size=60, eval_size=20))
+    assert len(train) == 60 and len(held) == 20 and not set(train.prompts) & set(held.prompts)
+    assert {q.metadata["stratum"] for q in train} == {s.name for s in ARITHMETIC_MIX}
 
 
 def test_load_task_file_and_hf(tmp_path):

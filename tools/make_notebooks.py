@@ -36,6 +36,7 @@ def write(name: str, cells: list) -> None:
 COMMON = '''
 preset: str = "cpu_demo"          # base settings: cpu_demo (SmolLM2 on CPU) | tiny (seconds; tests)
 policy: str = "smollm2"           # smollm2 (offline SmolLM2-135M-Instruct) | tiny (random init: scores 0) | HF path
+task: str = "arithmetic"          # the texts below describe this task; arithmetic_mix is the main job's
 embedder: str = "minilm"          # question encoder: minilm (offline all-MiniLM-L6-v2) | hash (no model) | policy
 group_size: int = 4               # G: completions per question; difficulty is measured in steps of 1/G
 max_new_tokens: int = 16          # completion length cap (arithmetic answers are short)

@@ -6,7 +6,7 @@ params = code('''\
 preset: str = "cpu_demo"          # base settings: cpu_demo (SmolLM2 on CPU), tiny (tests), paper
 method: str = "dots_rr"           # grpo | dots | rr | dots_rr  (the paper's ablations are this one switch)
 policy: str = "smollm2"           # smollm2 (offline SmolLM2-135M-Instruct) | tiny | an HF id or local path
-task: str = "arithmetic"          # arithmetic | reasoning_gym:<name>[,<name>] | a .jsonl/.parquet path | hf:<dataset>
+task: str = "arithmetic_mix"      # arithmetic_mix | arithmetic | reasoning_gym:<name>[,<name>] | a .jsonl/.parquet path | hf:<dataset>
 total_steps: int = 24             # training steps
 train_size: int = 256             # questions in the training pool (generated tasks)
 eval_size: int = 48               # held-out questions for eval/pass_rate
@@ -46,5 +46,7 @@ cells = [
     code("training_figure(result.records, title=cfg.resolved_run_name)"),
 ]
 nb = nbf.v4.new_notebook(cells=cells)
+for i, cell in enumerate(nb.cells):
+    cell.id = f"10-{i:02d}"  # stable ids: rebuilding does not churn the diff
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nbf.write(nb, "notebooks/10_train.ipynb")
