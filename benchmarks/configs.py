@@ -101,7 +101,7 @@ def cpu() -> Bench:
         "checkpoint_every": 8, "max_new_tokens": 24, "bf16_autocast": True,
         "questions_per_step": 8, "minibatch_questions": 8, "group_size": 4, "micro_batch_size": 16,
         "reference_set_size": 4, "steps_per_round": 2, "fresh_fraction": 0.5, "buffer_capacity": 8,
-        "embedder": "minilm"}, base=cpu_demo())
+        "embedder": "minilm", "reward": "exact"}, base=cpu_demo())  # the mix is a file: 'auto' would pick math-verify
     return Bench(
         name="cpu", train=base, seeds=(0, 1, 2), task_mix_size=256,
         predictor=PredictorBench(probe_size=32, labelled_size=32, group_size=4, reference_sizes=(4, 16),

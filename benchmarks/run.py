@@ -43,7 +43,7 @@ def settings_line(bench: Any) -> str:
             f"{c.eval_samples} samples every {c.eval_every} steps; {c.total_steps} steps, B={g.questions_per_step}, "
             f"G={g.group_size}, K={c.predictor.reference_set_size} ({c.predictor.embedder}), "
             f"µ={c.selection.steps_per_round}, δ={c.replay.fresh_fraction}, C={c.replay.buffer_capacity}, "
-            f"{g.max_new_tokens} new tokens, T={g.temperature}, lr={g.learning_rate:g}"
+            f"{g.max_new_tokens} new tokens, T={g.temperature}, lr={g.learning_rate:g}, reward {c.reward}"
             + (", bf16 autocast" if g.bf16_autocast else "") + ".")
 
 

@@ -129,7 +129,8 @@ class Config:
     eval_size: int = 48
     """Held-out evaluation questions (never trained on, never used as references)."""
     reward: str = "auto"
-    """'exact' (numeric exact match), 'math_verify', or 'auto' (exact for arithmetic, math-verify otherwise)."""
+    """'exact' (numeric exact match), 'math_verify', or 'auto' (exact for arithmetic and arithmetic_mix,
+    reasoning-gym's scorer for reasoning_gym tasks, math-verify otherwise)."""
     total_steps: int = 24
     """Training steps to run."""
     eval_every: int = 6

@@ -136,10 +136,10 @@ def parity_reward(completion: str, question: Question) -> float:
 
 
 def get_reward_fn(name: str, task: str) -> RewardFn:
-    """The verifier called ``name``; 'auto' picks exact for arithmetic, reasoning-gym's scorer for
-    'reasoning_gym:' tasks and math-verify otherwise."""
+    """The verifier called ``name``; 'auto' picks exact for the generated arithmetic tasks, reasoning-gym's
+    scorer for 'reasoning_gym:' tasks and math-verify otherwise (files and hub datasets)."""
     if name == "auto":
-        name = ("exact" if task == "arithmetic"
+        name = ("exact" if task in ("arithmetic", "arithmetic_mix")
                 else "reasoning_gym" if task.startswith("reasoning_gym:") else "math_verify")
     if name not in _REWARDS:
         raise ValueError(f"unknown reward {name!r}; options: {', '.join(REWARD_NAMES)}")

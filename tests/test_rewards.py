@@ -78,6 +78,8 @@ def test_reasoning_gym_reward_is_binary():
 
 def test_get_reward_fn():
     assert get_reward_fn("auto", "arithmetic") is exact_match
+    assert get_reward_fn("auto", "arithmetic_mix") is exact_match
+    assert get_reward_fn("auto", "data/arithmetic_sample.jsonl") is math_verify_reward   # a file: no way to know
     assert get_reward_fn("auto", "reasoning_gym:chain_sum") is reasoning_gym_reward
     assert get_reward_fn("auto", "hf:foo") is math_verify_reward
     assert get_reward_fn("exact", "hf:foo") is exact_match
