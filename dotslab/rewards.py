@@ -5,7 +5,10 @@ The paper uses a binary rule-based correctness reward on the final answer (arXiv
 
 Deviations / decisions:
   1. ``exact_match`` (last number in the completion, compared numerically) is the default for the
-     built-in arithmetic task: it is fast and needs no sympy.
+     built-in arithmetic tasks: it is fast and needs no sympy, and it cannot be gamed the way
+     math-verify can there: math-verify evaluates expressions, so echoing the question's expression
+     ("12 - 5 + 3" for "What is 12 - 5 + 3?") scores 1. SmolLM2 learned exactly that within 8 GRPO steps
+     when a benchmark run scored the arithmetic mix with math-verify (2026-11-25).
   2. reasoning-gym gives 0.01 partial credit to a wrong number; :func:`reasoning_gym_reward`
      binarizes it (score == 1 → 1, else 0), as METHOD §1 binarizes non-binary rewards.
   3. :func:`parity_reward` is a synthetic reward for smoke tests and the ``tiny`` benchmark: 1 if

@@ -79,6 +79,9 @@ def test_reasoning_gym_reward_is_binary():
 def test_get_reward_fn():
     assert get_reward_fn("auto", "arithmetic") is exact_match
     assert get_reward_fn("auto", "arithmetic_mix") is exact_match
+    # why: math-verify evaluates an echoed expression, so on arithmetic it rewards repeating the question
+    q = Question("q", "What is 12 - 5 + 3?", "10", {})
+    assert exact_match("12 - 5 + 3", q) == 0.0 and exact_match("12 - 5 + 3 = 10", q) == 1.0
     assert get_reward_fn("auto", "data/arithmetic_sample.jsonl") is math_verify_reward   # a file: no way to know
     assert get_reward_fn("auto", "reasoning_gym:chain_sum") is reasoning_gym_reward
     assert get_reward_fn("auto", "hf:foo") is math_verify_reward
