@@ -163,9 +163,9 @@ ARITHMETIC_MIX: tuple[Stratum, ...] = (
 )
 """The ``arithmetic_mix`` task, easy to hard (shares sum to 1), so that adaptive difficulty spreads over
 0-1 for SmolLM2-135M as it does for the paper's policies on their pools. Measured difficulty (1 - pass
-rate) of the initial SmolLM2, 40 questions x 4 samples, 24 new tokens, T = 0.6 (2026-11-25): echo 0.28,
-add-1digit 0.48, addsub-1digit 0.55, addsub-2digit 0.86, 3terms 0.96; every benchmark result repeats
-this measurement. The plain ``arithmetic`` task (2-3 terms of 1-2 digits) is mostly the hard end."""
+rate, exact match) of the initial SmolLM2, 64 questions x 4 samples, 24 new tokens, T = 0.6 (benchmark
+part 2, 2026-11-26): echo 0.35, add-1digit 0.53, addsub-1digit 0.60, addsub-2digit 0.94, 3terms 0.96;
+every benchmark result repeats this measurement. The plain ``arithmetic`` task (2-3 terms of 1-2 digits) is mostly the hard end."""
 
 
 def _stratum_capacity(s: Stratum) -> int:
