@@ -35,20 +35,21 @@ LR = 1e-5
 TEMPERATURE = 1.0
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status ('VmRSS': now, 'VmHWM': peak since exec or reset), in MB."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mb("VmHWM")
 
 
 class StepMemory:
@@ -72,9 +73,10 @@ class StepMemory:
                 self.reset_ok = False
 
     def result(self) -> dict[str, Any]:
-        peak = _hwm_mb() if self.reset_ok else float("nan")
+        hwm = _hwm_mb()
+        peak = hwm if self.reset_ok else float("nan")
         return {"steady_rss_mb": self.steady_mb, "timed_peak_rss_mb": peak,
-                "peak_rss_mb": max(self.warmup_peak_mb, _hwm_mb()),
+                "peak_rss_mb": max(self.warmup_peak_mb, hwm),
                 "step_transient_mb": peak - self.steady_mb}
 
 

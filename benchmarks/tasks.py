@@ -15,9 +15,6 @@ from typing import Sequence
 
 from dotslab.data import ARITHMETIC_MIX, Stratum, arithmetic_mix_questions, save_jsonl
 
-mix_questions = arithmetic_mix_questions
-__all__ = ["ARITHMETIC_MIX", "Stratum", "mix_questions", "write_mix"]
-
 
 def write_mix(path: str | Path, n: int, seed: int, mix: Sequence[Stratum] = ARITHMETIC_MIX) -> Path:
     """Write the mix as JSONL (id, prompt, answer, metadata) for ``Config.task``; returns the path."""
