@@ -200,17 +200,21 @@ def assert_no_traceback(page, name):
     assert errors.count() == 0, f"{name}: {errors.first.inner_text()[-2000:]}"
 
 
-def test_reference_set_picker_renders_and_responds(browser, lab):
-    name = "01_reference_set.ipynb"
+def drive_notebook(browser, lab, name, check):
+    """Open ``name``, run all cells, fail on any traceback, then ``check(page)``; screenshot on failure."""
     page = open_notebook(browser, lab, name)
     with screenshot_on_failure(page, name):
-        check_reference_set_picker(page, name)
+        run_all_cells(page)
+        assert_no_traceback(page, name)
+        check(page)
     page.close()
 
 
-def check_reference_set_picker(page, name):
-    run_all_cells(page)
-    assert_no_traceback(page, name)
+def test_reference_set_picker_renders_and_responds(browser, lab):
+    drive_notebook(browser, lab, "01_reference_set.ipynb", check_reference_set_picker)
+
+
+def check_reference_set_picker(page):
     picker = page.locator(".widget-vbox").filter(has=page.locator(".widget-dropdown")).first
     picker.wait_for(timeout=60_000)
     live_plot = picker.locator(".js-plotly-plot .main-svg").first
@@ -234,16 +238,10 @@ def check_reference_set_picker(page, name):
 
 
 def test_selection_and_replay_renders(browser, lab):
-    name = "03_selection_and_replay.ipynb"
-    page = open_notebook(browser, lab, name)
-    with screenshot_on_failure(page, name):
-        check_selection_and_replay(page, name)
-    page.close()
+    drive_notebook(browser, lab, "03_selection_and_replay.ipynb", check_selection_and_replay)
 
 
-def check_selection_and_replay(page, name):
-    run_all_cells(page)
-    assert_no_traceback(page, name)
+def check_selection_and_replay(page):
     explorer = page.locator(".widget-vbox").filter(has=page.locator(".widget-slider, .widget-hslider")).first
     explorer.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
     shoot(explorer, "03_selection-explorer.png")
