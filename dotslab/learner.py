@@ -5,14 +5,18 @@ stale rows, then PPO-style minibatch optimizer steps with the loss of :mod:`dots
 
 Decisions:
   1. π_old = μ for groups generated at this step with the current parameters (bit-identical, since
-     :func:`completion_logprobs` computed μ); stale rows (replayed, reused) get one no-grad pass.
+     :func:`completion_logprobs` computed μ); stale rows (replayed groups, and reused reference
+     groups from an earlier step of the round) get one no-grad pass at the start of the update.
   2. Micro-batches accumulate gradients with weights that make the result equal to the loss over the
      whole minibatch (token- or sequence-level), so memory never limits the math.
   3. A non-finite loss or gradient norm skips the optimizer step (no partial update); the caller
      counts consecutive skips and stops the run after ``max_bad_steps``.
+  4. The replay diagnostics (mean c, mean |log c|, share of c outside [1-ε, 1+ε]) are computed
+     over the replayed groups' tokens, where c = π_old/μ is the off-policy correction.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,36 +39,63 @@ class UpdateResult:
     kl: float
     skipped: bool
     optimizer_steps: int
+    replay_mean_c: float = float("nan")
+    replay_mean_abs_log_c: float = float("nan")
+    replay_c_outside_clip_frac: float = float("nan")
+
+    def metrics(self) -> dict[str, float]:
+        """The step record's ``train/`` keys (and ``replay/`` c diagnostics when groups were replayed)."""
+        out = {"train/loss": self.loss, "train/grad_norm": self.grad_norm, "train/clip_frac": self.clip_frac,
+               "train/mean_c": self.mean_c, "train/mean_abs_log_rho": self.mean_abs_log_rho,
+               "train/kl": self.kl, "train/skipped": float(self.skipped)}
+        if not math.isnan(self.replay_mean_c):
+            out.update({"replay/mean_c": self.replay_mean_c, "replay/mean_abs_log_c": self.replay_mean_abs_log_c,
+                        "replay/c_outside_clip_frac": self.replay_c_outside_clip_frac})
+        return out
 
 
-def policy_update(model, optimizer: torch.optim.Optimizer, groups: Sequence[Group], cfg: GRPOConfig, *,
-                  step: int, rng: np.random.Generator, ref_model=None) -> UpdateResult:
-    """Train on ``groups`` for one epoch of minibatches of ``cfg.minibatch_questions`` groups."""
+def _c_stats(behaviour_logp: Sequence[torch.Tensor], old_logp: Sequence[torch.Tensor], clip_eps: float
+             ) -> tuple[float, float, float]:
+    """mean c, mean |log c|, share of |c - 1| > ε over all tokens, with log c = log π_old - log μ."""
+    if not behaviour_logp or sum(len(x) for x in behaviour_logp) == 0:
+        return float("nan"), float("nan"), float("nan")
+    log_c = torch.cat([o.float() - m.float() for m, o in zip(behaviour_logp, old_logp)])  # (n_tok,)
+    c = log_c.exp()
+    return float(c.mean()), float(log_c.abs().mean()), float(((c - 1).abs() > clip_eps).float().mean())
+
+
+def policy_update(model, optimizer: torch.optim.Optimizer, fresh: Sequence[Group], replayed: Sequence[Group],
+                  cfg: GRPOConfig, *, step: int, rng: np.random.Generator, ref_model=None) -> UpdateResult:
+    """Train on ``fresh + replayed`` groups for one epoch of minibatches of ``cfg.minibatch_questions`` groups."""
+    groups = list(fresh) + list(replayed)
     if not groups:
         return UpdateResult(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, True, 0)
     rows = [r for g in groups for r in g.rollouts]
-    G = [len(g.rollouts) for g in groups]
-    adv_fn = ADVANTAGES[cfg.advantage]
-    advantages = torch.cat([adv_fn(g.rewards[None, :])[0] for g in groups])  # (n_rows,)
-    mu = [r.behaviour_logprobs for r in rows]
+    group_sizes = [len(g.rollouts) for g in groups]
+    row_group = [gi for gi, n in enumerate(group_sizes) for _ in range(n)]     # row -> group index
+    advantage_fn = ADVANTAGES[cfg.advantage]
+    advantages = torch.cat([advantage_fn(g.rewards[None, :])[0] for g in groups])  # (n_rows,)
+    behaviour = [r.behaviour_logprobs for r in rows]
+    prompts, completions = [r.prompt_ids for r in rows], [r.completion_ids for r in rows]
 
     # --- π_old at the start of this step: a no-grad pass only for rows sampled earlier
-    stale = [i for i, g in enumerate(groups) for _ in range(G[i]) if g.step != step]
-    old = list(mu)
-    prompts, completions = [r.prompt_ids for r in rows], [r.completion_ids for r in rows]
+    stale = [i for i, gi in enumerate(row_group) if groups[gi].step != step]
+    old = list(behaviour)
     model.eval()  # dropout off: log-probs must match the sampler's
     with torch.no_grad():
         if stale:
-            for i, lp in zip(stale, completion_logprobs(model, [prompts[i] for i in stale],
-                                                        [completions[i] for i in stale], cfg.temperature,
-                                                        cfg.micro_batch_size, cfg.bf16_autocast)):
+            recomputed = completion_logprobs(model, [prompts[i] for i in stale], [completions[i] for i in stale],
+                                             cfg.temperature, cfg.micro_batch_size, cfg.bf16_autocast)
+            for i, lp in zip(stale, recomputed):
                 old[i] = lp.float()
         ref = (completion_logprobs(ref_model, prompts, completions, cfg.temperature, cfg.micro_batch_size,
                                    cfg.bf16_autocast) if ref_model is not None and cfg.kl_coef > 0 else None)
+    replay_rows = range(sum(group_sizes[:len(fresh)]), len(rows))
+    replay_c = _c_stats([behaviour[i] for i in replay_rows], [old[i] for i in replay_rows], cfg.clip_eps)
 
     # --- minibatches of whole groups, one epoch
     order = rng.permutation(len(groups))
-    starts = np.cumsum([0] + G)
+    starts = np.cumsum([0] + group_sizes)
     losses, norms, stats_acc, skipped, n_steps = [], [], [], False, 0
     for mb_start in range(0, len(groups), cfg.minibatch_questions):
         mb_rows = [j for gi in order[mb_start:mb_start + cfg.minibatch_questions]
@@ -81,7 +112,7 @@ def policy_update(model, optimizer: torch.optim.Optimizer, groups: Sequence[Grou
                 continue
             logp = completion_logprobs(model, [prompts[j] for j in part], [completions[j] for j in part],
                                        cfg.temperature, cfg.micro_batch_size, cfg.bf16_autocast)
-            loss, st = policy_loss(logp, [mu[j] for j in part], [old[j] for j in part], advantages[part],
+            loss, st = policy_loss(logp, [behaviour[j] for j in part], [old[j] for j in part], advantages[part],
                                    clip_eps=cfg.clip_eps, aggregation=cfg.aggregation,
                                    ref_logp=[ref[j] for j in part] if ref is not None else None,
                                    kl_coef=cfg.kl_coef)
@@ -104,13 +135,14 @@ def policy_update(model, optimizer: torch.optim.Optimizer, groups: Sequence[Grou
         losses.append(mb_loss)
         norms.append(float(norm))
     model.train()
-    tot_w = sum(w for w, _ in stats_acc) or 1.0
+    total_weight = sum(w for w, _ in stats_acc) or 1.0
 
-    def wmean(attr: str) -> float:
-        return sum(w * getattr(s, attr) for w, s in stats_acc) / tot_w if stats_acc else 0.0
+    def weighted_mean(attr: str) -> float:
+        return sum(w * getattr(s, attr) for w, s in stats_acc) / total_weight if stats_acc else 0.0
 
     return UpdateResult(loss=float(np.mean(losses)) if losses else 0.0,
                         grad_norm=float(np.mean(norms)) if norms else 0.0,
-                        clip_frac=wmean("clip_frac"), mean_c=wmean("mean_c") if stats_acc else 1.0,
-                        mean_abs_log_rho=wmean("mean_abs_log_rho"), kl=wmean("kl"),
-                        skipped=skipped, optimizer_steps=n_steps)
+                        clip_frac=weighted_mean("clip_frac"), mean_c=weighted_mean("mean_c") if stats_acc else 1.0,
+                        mean_abs_log_rho=weighted_mean("mean_abs_log_rho"), kl=weighted_mean("kl"),
+                        skipped=skipped, optimizer_steps=n_steps, replay_mean_c=replay_c[0],
+                        replay_mean_abs_log_c=replay_c[1], replay_c_outside_clip_frac=replay_c[2])

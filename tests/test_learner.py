@@ -1,0 +1,162 @@
+"""The policy update against an independent evaluation of the loss (METHOD §5) on fresh and replayed rows.
+
+Every expected value here comes from a plain ``model(input_ids).logits`` forward pass and a direct
+per-token loop over the spec's formula, never from ``dotslab.grpo`` or ``completion_logprobs``.
+
+Run: .venv/bin/python -m pytest tests/test_learner.py
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import dotslab.learner as learner
+from dotslab.config import GRPOConfig
+from dotslab.data import arithmetic_questions
+from dotslab.learner import policy_update
+from dotslab.models import load_policy
+from dotslab.records import Group
+from dotslab.rewards import SafeReward, parity_reward
+from dotslab.rollout import HFGenerateEngine, rollout_groups
+
+EPS = 0.2
+TEMPERATURE = 0.8
+
+
+def with_rewards(group: Group, rewards) -> Group:
+    """The same completions with chosen rewards (so every group has spread, and advantages are known)."""
+    rollouts = tuple(dataclasses.replace(r, reward=float(x), is_correct=x >= 1) for r, x in zip(group.rollouts, rewards))
+    return dataclasses.replace(group, rollouts=rollouts)
+
+
+def direct_logprobs(model, rollout) -> torch.Tensor:
+    """log π(c_t | prompt, c_<t) at logits / T, from one full forward of the whole sequence; (C,)."""
+    ids = torch.cat([rollout.prompt_ids, rollout.completion_ids])[None]
+    logits = model(input_ids=ids).logits[0].float() / TEMPERATURE           # (P + C, V)
+    p, c = len(rollout.prompt_ids), len(rollout.completion_ids)
+    logp = torch.log_softmax(logits[p - 1:p - 1 + c], dim=-1)                # (C, V)
+    return logp[torch.arange(c), rollout.completion_ids]
+
+
+def direct_loss(model, groups, old_logp, clipped_tokens: list | None = None) -> torch.Tensor:
+    """METHOD §5 token by token: mean over all tokens of max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε)))."""
+    terms = []
+    for g in groups:
+        r = g.rewards
+        adv = (r - r.mean()) / (r.std() + 1e-6)  # unbiased std, as the config's 'std' advantage
+        for j, ro in enumerate(g.rollouts):
+            logp = direct_logprobs(model, ro)
+            for t in range(len(ro.completion_ids)):
+                rho = torch.exp(logp[t] - ro.behaviour_logprobs[t])
+                c = torch.exp(old_logp[id(ro)][t] - ro.behaviour_logprobs[t])
+                lo, hi = c * (1 - EPS), c * (1 + EPS)
+                clipped = torch.minimum(torch.maximum(rho, lo), hi)
+                terms.append(torch.maximum(-adv[j] * rho, -adv[j] * clipped))
+                if clipped_tokens is not None:
+                    clipped_tokens.append(bool(-adv[j] * clipped > -adv[j] * rho))
+    return torch.stack(terms).mean()
+
+
+@pytest.fixture(scope="module")
+def moved_policy_batch():
+    """Replayed groups sampled at step 1, then the policy moves, then fresh groups at step 2."""
+    torch.manual_seed(0)
+    model, tok = load_policy("tiny", seed=3)
+    model.eval()
+    engine = HFGenerateEngine(model, tok, max_new_tokens=5, temperature=TEMPERATURE)
+    qs = list(arithmetic_questions(4, seed=5))
+    reward = SafeReward(parity_reward)
+    old_groups = rollout_groups(engine, model, tok, qs[:2], 3, reward, step=1, temperature=TEMPERATURE)
+    with torch.no_grad():  # the policy moves after μ was recorded
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    new_groups = rollout_groups(engine, model, tok, qs[2:], 3, reward, step=2, temperature=TEMPERATURE)
+    replayed = [with_rewards(g, w) for g, w in zip(old_groups, ([1, 0, 0], [0, 1, 1]))]
+    fresh = [with_rewards(g, w) for g, w in zip(new_groups, ([0, 0, 1], [1, 1, 0]))]
+    return model, fresh, replayed
+
+
+def grpo_cfg(n_groups: int) -> GRPOConfig:
+    return GRPOConfig(group_size=3, questions_per_step=n_groups, minibatch_questions=n_groups,
+                      clip_eps=EPS, temperature=TEMPERATURE, max_grad_norm=1e9, micro_batch_size=2,
+                      bf16_autocast=False, advantage="std", aggregation="token")
+
+
+def test_replayed_rows_get_pi_old_and_the_gradient_matches_the_spec(moved_policy_batch, monkeypatch):
+    model0, fresh, replayed = moved_policy_batch
+    model = load_policy("tiny", seed=3)[0]
+    model.load_state_dict(model0.state_dict())
+    groups = fresh + replayed
+
+    # independent π_old: the parameters at the start of the update, full forward per row
+    with torch.no_grad():
+        old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
+    c_replayed = torch.cat([torch.exp(old[id(r)] - r.behaviour_logprobs) for g in replayed for r in g.rollouts])
+    assert (c_replayed - 1).abs().max() > 0.05, "the policy must have moved for this test to mean anything"
+
+    # the π_old each row reaches the loss with
+    seen: dict[int, torch.Tensor] = {}
+    real_loss = learner.policy_loss
+
+    def spy(logp, behaviour_logp, old_logp, *a, **kw):
+        for mu, o in zip(behaviour_logp, old_logp):
+            seen[id(mu)] = o.detach()
+        return real_loss(logp, behaviour_logp, old_logp, *a, **kw)
+    monkeypatch.setattr(learner, "policy_loss", spy)
+
+    # expected loss and gradient, evaluated directly at the start parameters
+    model.zero_grad()
+    expected = direct_loss(model, groups, old)
+    expected.backward()
+    expected_grad = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    res = policy_update(model, opt, fresh, replayed, grpo_cfg(len(groups)), step=2, rng=np.random.default_rng(0))
+
+    for g in groups:
+        for r in g.rollouts:
+            got = seen[id(r.behaviour_logprobs)]
+            assert torch.allclose(got, old[id(r)], atol=1e-5), "π_old must come from the start parameters"
+    for g in fresh:  # fresh rows: μ was recorded by these very parameters, so c = 1
+        for r in g.rollouts:
+            assert torch.allclose(torch.exp(seen[id(r.behaviour_logprobs)] - r.behaviour_logprobs),
+                                  torch.ones(len(r.completion_ids)), atol=1e-5)
+    assert res.loss == pytest.approx(float(expected.detach()), rel=1e-4, abs=1e-6)
+    for n, p in model.named_parameters():
+        assert torch.allclose(before[n] - p.detach(), expected_grad[n], atol=1e-5, rtol=1e-3), n
+    # the replay diagnostics describe the replayed tokens only
+    assert res.replay_mean_c == pytest.approx(float(c_replayed.mean()), rel=1e-4)
+    assert res.replay_mean_abs_log_c == pytest.approx(float(c_replayed.log().abs().mean()), rel=1e-4)
+    assert res.replay_c_outside_clip_frac == pytest.approx(float(((c_replayed - 1).abs() > EPS).float().mean()))
+
+
+def test_second_minibatch_clips_around_c(moved_policy_batch):
+    """Two optimizer steps: the second minibatch sees θ ≠ π_old, so the clip around c is active somewhere."""
+    model0, fresh, replayed = moved_policy_batch
+    groups = fresh + replayed
+    model = load_policy("tiny", seed=3)[0]
+    model.load_state_dict(model0.state_dict())
+    with torch.no_grad():
+        old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
+    lr, cfg = 2.0, dataclasses.replace(grpo_cfg(len(groups)), minibatch_questions=2)
+
+    # direct: the same minibatch order the learner draws (a permutation from the same generator)
+    expected = load_policy("tiny", seed=3)[0]
+    expected.load_state_dict(model0.state_dict())
+    order = np.random.default_rng(7).permutation(len(groups))
+    clipped: list[bool] = []
+    for k in range(0, len(groups), 2):
+        expected.zero_grad()
+        direct_loss(expected, [groups[i] for i in order[k:k + 2]], old, clipped if k else None).backward()
+        with torch.no_grad():
+            for p in expected.parameters():
+                p.sub_(lr * p.grad)
+    assert any(clipped), "the test needs clipped tokens in the second minibatch"
+
+    policy_update(model, torch.optim.SGD(model.parameters(), lr=lr), fresh, replayed, cfg, step=2,
+                  rng=np.random.default_rng(7))
+    for (n, p), q in zip(model.named_parameters(), expected.parameters()):
+        assert torch.allclose(p, q, atol=1e-4, rtol=1e-3), n
