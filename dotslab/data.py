@@ -23,6 +23,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from .records import Question
 
 INSTRUCTION = " Give only the final answer as a number."
@@ -75,6 +77,11 @@ class QuestionSet(Sequence[Question]):
     @property
     def prompts(self) -> list[str]:
         return [q.prompt for q in self._questions]
+
+    @property
+    def strata(self) -> np.ndarray:
+        """Each question's ``metadata['level']`` (0 when absent), for stratified reference sets; (N,)."""
+        return np.array([q.metadata.get("level", 0) for q in self._questions])
 
     def index_of(self, question_id: str) -> int:
         try:

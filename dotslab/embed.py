@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .models import cache_root
+
 
 def _text_key(cache_id: str, text: str) -> str:
     return hashlib.sha1(f"{cache_id}\x00{text}".encode("utf-8")).hexdigest()
@@ -273,3 +275,14 @@ def make_embedder(spec: str, *, policy: Any = None, tokenizer: Any = None,
             raise ValueError("embedder 'policy' needs make_embedder(..., policy=model, tokenizer=tok)")
         return PolicyEncoder(policy, tokenizer, cache_dir=cache_dir)
     return HFEncoder(spec, cache_dir=cache_dir, device=device)
+
+
+def pool_embeddings(spec: str, texts: Sequence[str], *, policy: Any = None, tokenizer: Any = None,
+                    device: str | torch.device | None = None) -> torch.Tensor:
+    """Embeddings of a question pool with the configured encoder, cached on disk per question; (N, D).
+
+    The one place trainers and the workbench build the predictor's embeddings (cache under
+    ``$DOTSLAB_CACHE/embeddings``).
+    """
+    return make_embedder(spec, policy=policy, tokenizer=tokenizer, cache_dir=cache_root() / "embeddings",
+                         device=device).embed(texts)

@@ -1,12 +1,22 @@
 """Rollout replay: a FIFO buffer of recent groups, replayed with importance correction.
 
-Paper §3.3 (rollout replay) and Alg. 1; follows the authors' code's read/write order (METHOD §4).
+Paper §3.3 (rollout replay) and Alg. 1; follows the authors' code's read/write order (METHOD §4):
+each step first *reads* (samples up to (1-δ)B replayable groups, without removing them), then,
+after the update, *writes*: it keeps the newest C - δB groups and appends the step's fresh ones.
 
 Deviations / decisions:
   1. Works for any G >= 2 (the authors' buffer hard-codes G = 8).
   2. Zero-variance groups are dropped when read [C]; ``filter_on_write=True`` drops them when
      written instead [P]. Either way a replayed group always carries a learning signal.
   3. A shortfall (fewer eligible groups than asked) is returned as-is and reported, never waited on.
+  4. Retention keeps the newest C - δB groups *of the replayable ones* (newest group per question,
+     non-zero reward variance), not of the raw buffer: a zero-variance group or an older copy of a
+     question can never be read, so letting it hold a slot only evicts groups that could. The
+     same rule holds in round 0 (B fresh groups per step), so with C = B the first step's groups
+     survive into the first replaying step. Hence the size bound is C - δB + (fresh groups of the
+     step), which is C once replay runs and C + (1-δ)B during round 0.
+  5. ``sample`` skips the questions of the current step's fresh batch (``exclude_ids``), so a
+     question is never trained on twice in one step.
 """
 from __future__ import annotations
 
@@ -21,48 +31,52 @@ from .records import Group
 class RolloutReplayBuffer:
     """FIFO of whole groups with their behaviour log-probs.
 
-    Invariants: ``len(self) <= capacity``; groups leave only by FIFO eviction, never by being read.
+    Invariants: groups are stored oldest first; groups leave only by retention in ``add``, never by
+    being read; after ``add(groups)`` the buffer holds at most ``retain`` older groups plus ``groups``.
     """
 
-    def __init__(self, capacity: int, *, filter_on_write: bool = False):
+    def __init__(self, capacity: int, *, fresh_per_step: int = 0, filter_on_write: bool = False):
         if capacity < 1:
             raise ValueError(f"replay buffer capacity must be >= 1, got {capacity}")
-        self.capacity, self.filter_on_write = capacity, filter_on_write
+        if fresh_per_step < 0:
+            raise ValueError(f"fresh_per_step must be >= 0, got {fresh_per_step}")
+        self.capacity, self.fresh_per_step, self.filter_on_write = capacity, fresh_per_step, filter_on_write
         self.groups: deque[Group] = deque()
         self.total_added = 0
+
+    @property
+    def retain(self) -> int:
+        """C - δB: replayable groups kept from earlier steps when a step writes its fresh groups."""
+        return max(0, self.capacity - self.fresh_per_step)
 
     def __len__(self) -> int:
         return len(self.groups)
 
-    def add(self, groups: Sequence[Group], *, keep_before_add: int | None = None) -> None:
-        """Call after each update with the step's fresh groups.
+    def add(self, groups: Sequence[Group]) -> None:
+        """Call once per step, after the update, with the step's fresh groups.
 
-        First trims to the newest ``keep_before_add`` groups (the code keeps C - δB so the fresh
-        groups fit), then appends, then evicts the oldest beyond capacity.
+        Keeps the newest ``retain`` replayable groups (deviation 4), then appends ``groups``.
         """
-        if keep_before_add is not None:
-            while len(self.groups) > max(0, keep_before_add):
-                self.groups.popleft()
+        kept = self.eligible()[-self.retain:] if self.retain else []
+        self.groups = deque(kept)
         for g in groups:
             if self.filter_on_write and not g.has_variance:
                 continue
             self.groups.append(g)
             self.total_added += 1
-        while len(self.groups) > self.capacity:
-            self.groups.popleft()
 
     def eligible(self) -> list[Group]:
-        """The newest group per question, with non-zero reward variance (replayable)."""
+        """The newest group per question with non-zero reward variance, oldest first (replayable)."""
         newest: dict[str, Group] = {}
-        for g in self.groups:  # oldest -> newest, later ones overwrite
+        for g in self.groups:  # oldest -> newest: a later group of the same question replaces it
+            newest.pop(g.question.id, None)
             newest[g.question.id] = g
         return [g for g in newest.values() if g.has_variance]
 
     def sample(self, n: int, rng: np.random.Generator, *, exclude_ids: set[str] = frozenset()) -> list[Group]:
         """Call once per step before the update: up to n eligible groups, uniformly, not removed.
 
-        Questions in ``exclude_ids`` (this step's fresh questions) are skipped so a question is not
-        trained on twice in one step.
+        Questions in ``exclude_ids`` (this step's fresh questions) are skipped.
         """
         pool = [g for g in self.eligible() if g.question.id not in exclude_ids]
         if n <= 0 or not pool:

@@ -15,7 +15,7 @@ Deviations / decisions:
 """
 from __future__ import annotations
 
-import time
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from .data import render_prompt
 from .records import Group, Question, Rollout
 from .rewards import SafeReward
+from .timing import Stopwatch
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,10 @@ class HFGenerateEngine:
 
 def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[Question], group_size: int,
                    reward: SafeReward, *, step: int, temperature: float, micro_batch_size: int = 16,
-                   autocast: bool = False, timings: dict[str, float] | None = None) -> list[Group]:
+                   autocast: bool = False, stopwatch: Stopwatch | None = None) -> list[Group]:
     """Sample G completions per question, score them, and attach behaviour log-probs μ.
 
-    When ``timings`` is given, seconds spent in the reward function are added to its 'time/reward'.
+    With a ``stopwatch``, seconds in the reward function are charged to its 'time/reward' phase.
     """
     if not questions:
         return []
@@ -128,16 +129,15 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
                                   temperature, micro_batch_size, autocast)
     model.train(was_training)
     groups, i = [], 0
-    t0 = time.perf_counter()
-    for q, samples in zip(questions, per_prompt):
-        rollouts = []
-        for s in samples:
-            r, ok = reward(s.text, q)
-            rollouts.append(Rollout(q.id, s.text, s.prompt_ids, s.completion_ids, mus[i].detach().float().cpu(), r, ok))
-            i += 1
-        groups.append(Group(q, tuple(rollouts), step))
-    if timings is not None:
-        timings["time/reward"] = timings.get("time/reward", 0.0) + time.perf_counter() - t0
+    with stopwatch("time/reward") if stopwatch is not None else contextlib.nullcontext():
+        for q, samples in zip(questions, per_prompt):
+            rollouts = []
+            for s in samples:
+                r, ok = reward(s.text, q)
+                rollouts.append(Rollout(q.id, s.text, s.prompt_ids, s.completion_ids, mus[i].detach().float().cpu(),
+                                        r, ok))
+                i += 1
+            groups.append(Group(q, tuple(rollouts), step))
     return groups
 
 

@@ -1,7 +1,9 @@
 """The training loop: DOTS selection + rollout replay around GRPO, as in paper Alg. 1.
 
 Sun et al., arXiv 2506.05316, Alg. 1 and §3; the round structure follows METHOD §6. ``train`` is
-orchestration only: every formula lives in ``grpo``, ``predictor``, ``selector`` and ``replay``.
+orchestration only: which questions a step rolls out and replays is decided by
+:class:`~dotslab.planner.RoundPlanner` (shared with the TRL integration), and every formula lives
+in ``grpo``, ``predictor``, ``selector`` and ``replay``.
 
 Deviations / decisions:
   1. Every RNG is reseeded from (seed, step) at the top of each step, so a run resumed from a
@@ -9,14 +11,13 @@ Deviations / decisions:
   2. ``time/elapsed`` excludes evaluation and checkpointing (they are not training cost) and
      includes reference rollouts (they are); time-to-target is read off it.
   3. Predictor quality is measured on the fresh batch before its rollouts label it, excluding
-     questions that were references this round (METHOD §2 "Quality metric").
+     questions that were references this round (METHOD §2 "Quality metric"; done by the planner).
 """
 from __future__ import annotations
 
 import copy
 import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,29 +27,24 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import DataError, load_task
-from .embed import make_embedder
+from .data import QuestionSet, load_task
+from .embed import pool_embeddings
 from .learner import policy_update
-from .metrics import JsonlLogger, clean_record, pass_rate_histogram, read_jsonl, truncate_after_step
-from .models import cache_root, load_policy
-from .predictor import OnlinePredictor, choose_reference_set, prediction_quality
-from .replay import RolloutReplayBuffer
+from .metrics import JsonlLogger, clean_record, read_jsonl, truncate_after_step
+from .models import load_policy
+from .planner import RoundPlanner, check_pool_size
+from .records import Group
 from .rewards import RewardFn, SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, evaluate_pass_rate, rollout_groups
-from .selector import UniformSampler, dots_sample, selection_diagnostics
+from .timing import Stopwatch
 
 Hook = Callable[[dict[str, Any]], None]
 
 
 @dataclass
 class RunState:
-    """Everything besides model/optimizer/buffer/predictor that a resume needs."""
+    """The trainer's own counters (the planner keeps the round state); saved in every checkpoint."""
     step: int = 0
-    round: int = 0
-    round_batches: list = field(default_factory=list)   # [(pool indices, pre-rolled groups)] left this round
-    round_prediction: list | None = None                # d̂ over the pool for this round
-    round_references: list = field(default_factory=list)
-    total_generations: int = 0
     elapsed: float = 0.0
     bad_steps: int = 0
     to_target: dict | None = None
@@ -61,34 +57,138 @@ class RunResult:
     stopped_early: bool = False
 
 
-def seed_everything(seed: int, step: int) -> np.random.Generator:
-    """Seed python, numpy and torch from (seed, step); returns the step's numpy Generator."""
+def seed_everything(seed: int, step: int) -> None:
+    """Seed python, numpy and torch from (seed, step)."""
     s = (seed * 1_000_003 + step) % 2**31
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
-    return np.random.default_rng([seed, step])
-
-
-def _check_sizes(cfg: Config, pool_size: int) -> None:
-    mu, B = cfg.selection.steps_per_round, cfg.grpo.questions_per_step
-    if mu * B > pool_size:
-        raise DataError(f"the training pool has {pool_size} questions but one round needs "
-                        f"steps_per_round x questions_per_step = {mu} x {B} = {mu * B} distinct questions")
-    if cfg.uses_selection and cfg.predictor.reference_set_size > pool_size:
-        raise DataError(f"reference_set_size K = {cfg.predictor.reference_set_size} is larger than the "
-                        f"training pool ({pool_size} questions)")
 
 
 def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
     """The configured rollout engine; vLLM keeps its copy of the policy in the run folder."""
-    g = cfg.grpo
-    if g.rollout_engine == "vllm":
+    gcfg = cfg.grpo
+    if gcfg.rollout_engine == "vllm":
         from .vllm_engine import VLLMEngine
-        return VLLMEngine.from_policy(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                      top_p=g.top_p, seed=cfg.seed, model_dir=str(run_dir / "vllm-policy"))
-    return HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                            top_p=g.top_p, autocast=g.bf16_autocast)
+        return VLLMEngine.from_policy(model, tokenizer, max_new_tokens=gcfg.max_new_tokens,
+                                      temperature=gcfg.temperature, top_p=gcfg.top_p, seed=cfg.seed,
+                                      model_dir=str(run_dir / "vllm-policy"))
+    return HFGenerateEngine(model, tokenizer, max_new_tokens=gcfg.max_new_tokens, temperature=gcfg.temperature,
+                            top_p=gcfg.top_p, autocast=gcfg.bf16_autocast)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds: data, policy, engine, optimizer, planner, log and counters."""
+    cfg: Config
+    run_dir: Path
+    train_set: QuestionSet
+    eval_set: QuestionSet
+    model: Any
+    tokenizer: Any
+    engine: Any
+    optimizer: torch.optim.Optimizer
+    planner: RoundPlanner
+    reward: SafeReward
+    logger: JsonlLogger
+    records: list[dict[str, Any]]
+    hooks: Sequence[Hook] = ()
+    ref_model: Any = None
+    state: RunState = field(default_factory=RunState)
+
+    @classmethod
+    def open(cls, cfg: Config, *, resume: bool, reward_fn: RewardFn | None, hooks: Sequence[Hook]) -> "Run":
+        """Load data and policy, build the planner, and restore the newest checkpoint when resuming."""
+        seed_everything(cfg.seed, 0)
+        train_set, eval_set = load_task(cfg)
+        check_pool_size(cfg, len(train_set))
+        model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
+        model.to(cfg.torch_device)
+        embeddings = (pool_embeddings(cfg.predictor.embedder, train_set.prompts, policy=model, tokenizer=tokenizer)
+                      if cfg.uses_selection else None)
+        planner = RoundPlanner(cfg, train_set, embeddings, replay_shortfall="partial")
+        run_dir = ckpt.prepare_run_dir(cfg, resume=resume)
+        gcfg = cfg.grpo
+        optimizer = torch.optim.AdamW(model.parameters(), lr=gcfg.learning_rate, weight_decay=gcfg.weight_decay)
+        ref_model = copy.deepcopy(model).eval() if gcfg.kl_coef > 0 else None
+        reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
+        run = cls(cfg, run_dir, train_set, eval_set, model, tokenizer, make_engine(cfg, model, tokenizer, run_dir),
+                  optimizer, planner, reward, logger=None, records=[], hooks=hooks, ref_model=ref_model)
+        metrics_path = run_dir / "metrics.jsonl"
+        found = ckpt.latest_checkpoint(run_dir) if resume else None
+        if found is not None:
+            saved = found[1]
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            planner.load_state_dict(saved["planner"])
+            run.state = RunState(**saved["state"])
+            truncate_after_step(metrics_path, run.state.step)
+            run.engine.sync_weights()
+        else:
+            metrics_path.unlink(missing_ok=True)
+        run.logger, run.records = JsonlLogger(metrics_path), read_jsonl(metrics_path)
+        if found is not None and not any(r.get("step") == run.state.step for r in run.records):
+            run.emit(found[1]["record"], replay_hooks=False)  # killed after the checkpoint, before its record
+        return run
+
+    # ---- the step's phases ----------------------------------------------------------------
+    def rollout(self, pool_indices: Sequence[int], step: int, clock: Stopwatch) -> list[Group]:
+        """G completions per question with rewards and behaviour log-probs μ (reward time to its own phase)."""
+        gcfg = self.cfg.grpo
+        return rollout_groups(self.engine, self.model, self.tokenizer, self.train_set.subset(pool_indices, allow_empty=True),
+                              gcfg.group_size, self.reward, step=step, temperature=gcfg.temperature,
+                              micro_batch_size=gcfg.micro_batch_size, autocast=gcfg.bf16_autocast, stopwatch=clock)
+
+    def update(self, fresh: list[Group], replayed: list[Group], step: int):
+        result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
+                               rng=np.random.default_rng([self.cfg.seed, step, 2]), ref_model=self.ref_model)
+        self.engine.sync_weights()
+        return result
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        seed_everything(self.cfg.seed + 7919, step)  # eval sampling must not shift the training RNG stream
+        rate = evaluate_pass_rate(self.engine, self.tokenizer, list(self.eval_set), self.cfg.eval_samples, self.reward)
+        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0}
+        s = self.state
+        if self.cfg.target_pass_rate > 0 and s.to_target is None and rate >= self.cfg.target_pass_rate:
+            s.to_target = {"time/to_target": s.elapsed, "step": step,
+                           "rollout/generations_to_target": self.planner.total_generations}
+            out.update({k: v for k, v in s.to_target.items() if k != "step"})
+        return out
+
+    def save(self, step: int, record: dict[str, Any]) -> float:
+        """Checkpoint with the step's record, so a kill between the two writes loses no metrics."""
+        t0 = time.perf_counter()
+        ckpt.save_checkpoint(self.run_dir, step, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "planner": self.planner.state_dict(), "state": vars(self.state).copy(), "record": clean_record(record)})
+        return time.perf_counter() - t0
+
+    def emit(self, record: dict[str, Any], *, replay_hooks: bool = True) -> None:
+        record = clean_record(record)
+        self.logger.log(record)
+        self.records.append(record)
+        for hook in self.hooks if replay_hooks else ():
+            hook(record)
+
+    def finish_step(self, step: int, clock: Stopwatch, update, fresh: list[Group], started: float) -> dict[str, Any]:
+        """The step's record; evaluation and checkpoint when due (excluded from ``time/elapsed``)."""
+        cfg, s = self.cfg, self.state
+        s.step, s.bad_steps = step, (s.bad_steps + 1 if update.skipped else 0)
+        record = {**self.planner.metrics, **update.metrics(), **clock.seconds,
+                  "train/completion_tokens": float(np.mean([len(r.completion_ids) for g in fresh for r in g.rollouts])),
+                  "rollout/reward_errors": self.reward.pop_error_count()}
+        record["time/step"] = time.perf_counter() - started
+        s.elapsed += record["time/step"]
+        record["time/elapsed"] = s.elapsed
+        is_last = step == cfg.total_steps or s.bad_steps >= cfg.max_bad_steps
+        if cfg.eval_every > 0 and self.eval_set and (step % cfg.eval_every == 0 or is_last):
+            record.update(self.evaluate(step))
+        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or is_last):
+            record["time/checkpoint"] = self.save(step, record)
+        self.emit(record)
+        return record
 
 
 def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, progress: bool | str = True,
@@ -100,226 +200,42 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     ``progress``: True (a notebook widget or terminal bar, whichever fits), "text" (a plain bar on
     stderr, which papermill relays to the terminal), or False.
     """
-    if progress == "text":
-        from tqdm.std import tqdm
-    else:
-        from tqdm.auto import tqdm
-
-    seed_everything(cfg.seed, 0)
-    train_set, eval_set = load_task(cfg)
-    _check_sizes(cfg, len(train_set))
-    run_dir = ckpt.prepare_run_dir(cfg, resume=resume)
-    model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    model.to(cfg.torch_device)
-    g = cfg.grpo
-    reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=g.learning_rate, weight_decay=g.weight_decay)
-    ref_model = copy.deepcopy(model).eval() if g.kl_coef > 0 else None
-    buffer = RolloutReplayBuffer(cfg.replay.buffer_capacity, filter_on_write=cfg.replay.filter_on_write)
-    sampler = UniformSampler(len(train_set), cfg.seed)
-    state = RunState()
-    pool_emb, predictor = None, None
-    if cfg.uses_selection:
-        embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tokenizer,
-                                 cache_dir=cache_root() / "embeddings")
-        pool_emb = embedder.embed(train_set.prompts)  # (N, D), cached per question
-        predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
-
-    engine = make_engine(cfg, model, tokenizer, run_dir)
-    metrics_path = run_dir / "metrics.jsonl"
-    found = ckpt.latest_checkpoint(run_dir) if resume else None
-    if found is not None:
-        _, saved = found
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        buffer.load_state_dict(saved["buffer"])
-        sampler.load_state_dict(saved["sampler"])
-        if predictor is not None:
-            predictor.load_state_dict(saved["predictor"])
-        state = RunState(**saved["state"])
-        truncate_after_step(metrics_path, state.step)
-        engine.sync_weights()
-    else:
-        metrics_path.unlink(missing_ok=True)
-    logger = JsonlLogger(metrics_path)
-    records = read_jsonl(metrics_path)
-    if found is not None and not any(r.get("step") == state.step for r in records):
-        logger.log(found[1]["record"])  # killed after the checkpoint, before its record was written
-        records.append(found[1]["record"])
-
-    def emit(record: dict[str, Any]) -> None:
-        record = clean_record(record)
-        logger.log(record)
-        records.append(record)
-        for hook in hooks:
-            hook(record)
-
-    def evaluate(step: int) -> dict[str, float]:
-        t0 = time.perf_counter()
-        seed_everything(cfg.seed + 7919, step)  # eval sampling must not shift the training RNG stream
-        rate = evaluate_pass_rate(engine, tokenizer, list(eval_set), cfg.eval_samples, reward)
-        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0}
-        if cfg.target_pass_rate > 0 and state.to_target is None and rate >= cfg.target_pass_rate:
-            state.to_target = {"time/to_target": state.elapsed,
-                               "rollout/generations_to_target": state.total_generations, "step": step}
-            out.update({k: v for k, v in state.to_target.items() if k != "step"})
-        return out
-
-    def save(step: int, record: dict[str, Any]) -> float:
-        """Checkpoint with the step's record, so a kill between the two writes loses no metrics."""
-        t0 = time.perf_counter()
-        ckpt.save_checkpoint(run_dir, step, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
-            "sampler": sampler.state_dict(), "predictor": predictor.state_dict() if predictor else None,
-            "state": vars(state).copy(), "record": clean_record(record)})
-        return time.perf_counter() - t0
-
-    if state.step == 0 and cfg.eval_every > 0 and eval_set:
-        emit({"step": 0, **evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0})
-
-    bar = tqdm(total=cfg.total_steps, initial=state.step, desc=cfg.resolved_run_name, disable=not progress)
-    stopped_early = False
+    from tqdm.std import tqdm as text_tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+    run = Run.open(cfg, resume=resume, reward_fn=reward_fn, hooks=hooks)
+    planner, state = run.planner, run.state
+    if state.step == 0 and cfg.eval_every > 0 and run.eval_set:
+        run.emit({"step": 0, **run.evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0})
+    bar = (text_tqdm if progress == "text" else auto_tqdm)(total=cfg.total_steps, initial=state.step,
+                                                          desc=cfg.resolved_run_name, disable=not progress)
     while state.step < cfg.total_steps:
-        rng = seed_everything(cfg.seed, state.step + 1)
-        t_step = time.perf_counter()
-        times: dict[str, float] = defaultdict(float)
-        rec: dict[str, Any] = {"step": state.step + 1}
-        generations = 0
-        fresh_target = g.questions_per_step if state.round == 0 or not cfg.uses_replay else cfg.fresh_per_step
-
-        # --- 1. predict difficulty (once per round: roll out the reference set, label, predict)
-        if not state.round_batches:
-            mu = cfg.selection.steps_per_round
-            budget = mu * fresh_target
-            pre_rolled: list = []
-            if cfg.uses_selection:
-                t0 = time.perf_counter()
-                strata = np.array([q.metadata.get("level", 0) for q in train_set]) \
-                    if cfg.predictor.reference_strategy == "stratified" else None
-                ref_idx = choose_reference_set(cfg.predictor.reference_strategy, pool_emb.numpy(),
-                                               cfg.predictor.reference_set_size, rng, strata=strata)
-                scored = times["time/reward"]
-                ref_groups = rollout_groups(engine, model, tokenizer, train_set.subset(ref_idx), g.group_size,
-                                            reward, step=state.step + 1, temperature=g.temperature,
-                                            micro_batch_size=g.micro_batch_size, autocast=g.bf16_autocast,
-                                            timings=times)
-                generations += len(ref_idx) * g.group_size
-                times["time/reference"] += time.perf_counter() - t0 - (times["time/reward"] - scored)
-                t0 = time.perf_counter()
-                ref_labels = torch.tensor([gr.difficulty for gr in ref_groups])
-                predictor.observe(pool_emb[ref_idx], ref_labels, state.round)
-                rec.update(predictor.fit())
-                pred = predictor.predict(pool_emb, pool_emb[ref_idx], ref_labels,
-                                         ref_index_in_pool=torch.as_tensor(ref_idx))
-                d_hat = pred.difficulty.numpy()
-                rec["predictor/used_adapter"] = float(pred.used_adapter)
-                rec["predictor/reference_pass_rate"] = float(1 - ref_labels.mean())
-                times["time/prediction"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                if cfg.selection.reuse_reference_rollouts:
-                    alpha = cfg.selection.target_difficulty
-                    useful = sorted((gr for gr in ref_groups if gr.has_variance),
-                                    key=lambda gr: abs(gr.difficulty - alpha))[:budget // 2]
-                    pre_rolled = useful
-                d_select = d_hat.copy()
-                d_select[[train_set.index_of(gr.question.id) for gr in pre_rolled]] = np.inf  # never drawn twice
-                chosen = dots_sample(d_select, budget - len(pre_rolled), cfg.selection.target_difficulty,
-                                     cfg.selection.selection_temperature, rng)
-                state.round_prediction = d_hat.tolist()
-                state.round_references = [int(i) for i in ref_idx]
-                times["time/selection"] += time.perf_counter() - t0
-            else:
-                t0 = time.perf_counter()
-                chosen = sampler.draw(budget)
-                times["time/selection"] += time.perf_counter() - t0
-            # --- 2. select questions: cut the round's draw into µ batches
-            idx_parts = np.array_split(np.asarray(chosen), mu)
-            pre_parts = [pre_rolled[i::mu] for i in range(mu)]
-            state.round_batches = [([int(i) for i in a], b) for a, b in zip(idx_parts, pre_parts)]
-            state.round += 1
-        batch_idx, pre_rolled_groups = state.round_batches.pop(0)
-
-        # --- 3. rollout (fresh groups; behaviour log-probs μ)
-        t0 = time.perf_counter()
-        batch_questions = train_set.subset(batch_idx)
-        scored = times["time/reward"]
-        fresh = rollout_groups(engine, model, tokenizer, batch_questions, g.group_size, reward,
-                               step=state.step + 1, temperature=g.temperature, micro_batch_size=g.micro_batch_size,
-                               autocast=g.bf16_autocast, timings=times)
-        generations += len(batch_idx) * g.group_size
-        times["time/generation"] += time.perf_counter() - t0 - (times["time/reward"] - scored)
-        fresh = fresh + list(pre_rolled_groups)
-
-        # --- 4. score & advantages (rewards came with the rollouts; advantages inside the update)
-        actual = np.array([gr.difficulty for gr in fresh])
-        zero_var = float(np.mean([not gr.has_variance for gr in fresh]))
-        rec.update({"train/pass_rate": float(np.mean([gr.pass_rate for gr in fresh])),
-                    "train/mean_reward": float(np.mean([gr.mean_reward for gr in fresh])),
-                    "train/completion_tokens": float(np.mean([len(r.completion_ids) for gr in fresh for r in gr.rollouts])),
-                    "rollout/frac_zero_std": zero_var, "select/zero_variance_frac": zero_var,
-                    "rollout/pass_rate_hist": pass_rate_histogram([gr.pass_rate for gr in fresh], g.group_size),
-                    "rollout/reward_errors": reward.pop_error_count()})
-        if state.round_prediction is not None and cfg.uses_selection:
-            ids = [train_set.index_of(gr.question.id) for gr in fresh]
-            predicted = np.array(state.round_prediction)[ids]
-            rec.update(selection_diagnostics(np.clip(predicted, 0, 1), actual))
-            references = set(state.round_references)
-            probe = [k for k, i in enumerate(ids) if i not in references]
-            if len(probe) >= 2:
-                q = prediction_quality(torch.tensor(np.clip(predicted[probe], 0, 1)), torch.tensor(actual[probe]))
-                rec.update({f"predictor/{k}": float(v) for k, v in q.items()})
-
-        # --- 5. mix with replay (not before round 0 is over: the buffer fills during it)
-        t0 = time.perf_counter()
-        replayed = []
-        if cfg.uses_replay:
-            want = max(0, g.questions_per_step - len(fresh))
-            replayed = buffer.sample(want, rng, exclude_ids={gr.question.id for gr in fresh})
-            rec.update({"replay/replayed": float(len(replayed)), "replay/shortfall": float(want - len(replayed)),
-                        "replay/fraction_replayed": len(replayed) / max(1, len(replayed) + len(fresh)),
-                        "replay/mean_age": float(np.mean([state.step + 1 - gr.step for gr in replayed])) if replayed else 0.0})
-        times["time/replay"] += time.perf_counter() - t0
-
-        # --- 6. policy update
-        t0 = time.perf_counter()
-        upd = policy_update(model, optimizer, fresh + replayed, g, step=state.step + 1, rng=rng, ref_model=ref_model)
-        engine.sync_weights()
-        times["time/update"] += time.perf_counter() - t0
-        rec.update({"train/loss": upd.loss, "train/grad_norm": upd.grad_norm, "train/clip_frac": upd.clip_frac,
-                    "train/mean_c": upd.mean_c, "train/mean_abs_log_rho": upd.mean_abs_log_rho, "train/kl": upd.kl,
-                    "train/skipped": float(upd.skipped)})
-        t0 = time.perf_counter()
-        if cfg.uses_replay:
-            buffer.add(fresh, keep_before_add=cfg.replay.buffer_capacity - len(fresh))
-            rec.update(buffer.stats(state.step + 1))
-        times["time/replay"] += time.perf_counter() - t0
-        if predictor is not None:
-            t0 = time.perf_counter()
-            ids = [train_set.index_of(gr.question.id) for gr in fresh]
-            predictor.observe(pool_emb[ids], torch.tensor(actual, dtype=torch.float32), state.round - 1)
-            times["time/prediction"] += time.perf_counter() - t0
-
+        step, started, clock = state.step + 1, time.perf_counter(), Stopwatch()
+        seed_everything(cfg.seed, step)
+        # --- 1. predict difficulty: at a round start (DOTS methods) roll out and label the reference set
+        references = planner.begin_step()
+        with clock("time/reference"):
+            reference_groups = run.rollout(references, step, clock)
+        # --- 2. select questions: d̂ for the pool, the round's DOTS draw (or uniform batches), replay picks
+        plan = planner.plan_step(reference_groups=reference_groups)
+        # --- 3. rollout: G completions per fresh question, with behaviour log-probs μ
+        with clock("time/generation"):
+            fresh = run.rollout(plan.fresh, step, clock) + planner.reused_groups(plan)
+        # --- 4. score & advantages: rewards came with the rollouts; advantages are recomputed in the update
+        # --- 5. mix with replay: stored groups with their μ, corrected by c = π_old/μ in the loss
+        replayed = planner.replay_groups(plan.replay)
+        # --- 6. policy update; then the fresh groups label the predictor and enter the buffer
+        with clock("time/update"):
+            update = run.update(fresh, replayed, step)
+        planner.record_fresh(fresh)
         # --- 7. log / eval / checkpoint
-        state.step += 1
-        state.total_generations += generations
-        step_time = time.perf_counter() - t_step
-        state.elapsed += step_time
-        state.bad_steps = state.bad_steps + 1 if upd.skipped else 0
-        rec.update({"rollout/generations": generations, "rollout/total_generations": state.total_generations,
-                    **{k: v for k, v in times.items()}, "time/step": step_time, "time/elapsed": state.elapsed})
-        is_last = state.step == cfg.total_steps or state.bad_steps >= cfg.max_bad_steps
-        if cfg.eval_every > 0 and eval_set and (state.step % cfg.eval_every == 0 or is_last):
-            rec.update(evaluate(state.step))
-        if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or is_last):
-            rec["time/checkpoint"] = save(state.step, rec)
-        emit(rec)
+        record = run.finish_step(step, clock, update, fresh, started)
         bar.update(1)
-        bar.set_postfix({"pass": f"{rec['train/pass_rate']:.2f}",
-                         **({"eval": f"{rec['eval/pass_rate']:.2f}"} if "eval/pass_rate" in rec else {}),
+        zero_var = record["rollout/frac_zero_std"]
+        bar.set_postfix({"pass": f"{record['train/pass_rate']:.2f}",
+                         **({"eval": f"{record['eval/pass_rate']:.2f}"} if "eval/pass_rate" in record else {}),
                          "zero_var": f"{zero_var:.2f}" + (" (no signal!)" if zero_var == 1.0 else "")})
         if state.bad_steps >= cfg.max_bad_steps:
             bar.write(f"stopping: {state.bad_steps} consecutive steps with non-finite loss or gradients")
-            stopped_early = True
             break
     bar.close()
-    return RunResult(run_dir=run_dir, records=records, stopped_early=stopped_early)
+    return RunResult(run.run_dir, run.records, stopped_early=state.bad_steps >= cfg.max_bad_steps)

@@ -63,7 +63,7 @@ def parse(argv: list[str]) -> tuple[dict, dict, argparse.Namespace]:
 def embed_pool(cfg) -> int:
     """Compute and cache the pool's embeddings once, so the ranks of a launch only read them."""
     from dotslab.data import load_task
-    from dotslab.embed import make_embedder
+    from dotslab.embed import pool_embeddings
     from dotslab.models import cache_root, load_policy
 
     if not cfg.uses_selection:
@@ -73,10 +73,9 @@ def embed_pool(cfg) -> int:
     model, tok = load_policy(cfg.policy, seed=cfg.seed) if cfg.predictor.embedder == "policy" else (None, None)
     if model is not None:
         model.to(cfg.torch_device)
-    embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tok,
-                             cache_dir=cache_root() / "embeddings", device=cfg.torch_device)
-    emb = embedder.embed(train_set.prompts)
-    print(f"train_trl: cached {emb.shape[0]} embeddings ({emb.shape[1]}-d) at {embedder.cache_path}")
+    emb = pool_embeddings(cfg.predictor.embedder, train_set.prompts, policy=model, tokenizer=tok,
+                          device=cfg.torch_device)
+    print(f"train_trl: cached {emb.shape[0]} embeddings ({emb.shape[1]}-d) under {cache_root() / 'embeddings'}")
     return 0
 
 

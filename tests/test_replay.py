@@ -17,17 +17,24 @@ def make_group(qid: str, rewards, step=0) -> Group:
     return Group(q, rs, step)
 
 
-def test_fifo_eviction_and_capacity():
-    b = RolloutReplayBuffer(3)
-    b.add([make_group(f"q{i}", [0, 1], step=i) for i in range(5)])
-    assert len(b) == 3 and [g.question.id for g in b.groups] == ["q2", "q3", "q4"]
+def test_retention_keeps_newest_replayable_groups():
+    # C = 4, δB = 1 -> 3 replayable groups are kept before the step's fresh group is appended
+    b = RolloutReplayBuffer(4, fresh_per_step=1)
+    b.add([make_group("a", [0, 1], step=1), make_group("b", [1, 1], step=1), make_group("c", [0, 1], step=1),
+           make_group("d", [0, 1], step=1), make_group("a", [1, 0], step=2), make_group("e", [0, 0], step=2)])
+    b.add([make_group("new", [1, 1], step=3)])
+    # b, e: no reward spread; the step-1 copy of a: superseded; of c, d, a(step 2) the newest 3 stay
+    assert [(g.question.id, g.step) for g in b.groups] == [("c", 1), ("d", 1), ("a", 2), ("new", 3)]
 
 
-def test_keep_before_add_trims_oldest():
-    b = RolloutReplayBuffer(4)
-    b.add([make_group(f"q{i}", [0, 1]) for i in range(4)])
-    b.add([make_group("new", [0, 1])], keep_before_add=2)
-    assert [g.question.id for g in b.groups] == ["q2", "q3", "new"]
+def test_first_step_groups_survive_round_zero_with_c_equal_b():
+    # C = B = 4, δ = 1/2: round 0 writes B fresh groups twice; step 1's groups must still be replayable at step 3
+    b = RolloutReplayBuffer(4, fresh_per_step=2)
+    b.add([make_group(f"s1q{i}", [0, 1], step=1) for i in range(4)])
+    b.add([make_group(f"s2q{i}", [0, 1], step=2) for i in range(4)])
+    ids = {g.question.id for g in b.eligible()}
+    assert {"s1q2", "s1q3"} <= ids and len(b) == 2 + 4
+    assert len(b.sample(2, np.random.default_rng(0), exclude_ids={f"s2q{i}" for i in range(4)})) == 2
 
 
 def test_eligible_drops_zero_variance_and_keeps_newest_per_question():
@@ -61,21 +68,25 @@ def test_state_round_trip():
     assert [g.question.id for g in c.groups] == ["q0", "q1", "q2"] and c.total_added == 3
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(1, 8), st.lists(st.lists(st.integers(0, 1), min_size=2, max_size=4), max_size=30),
-       st.integers(0, 5))
-def test_capacity_and_fifo_invariants(capacity, group_rewards, keep):
-    b = RolloutReplayBuffer(capacity)
-    added = []
-    for i, rw in enumerate(group_rewards):
-        g = make_group(f"q{i}", rw, step=i)
-        b.add([g], keep_before_add=keep if i % 3 == 0 else None)
-        added.append(g)
-        assert len(b) <= capacity
-        steps = [x.step for x in b.groups]
-        assert steps == sorted(steps)              # FIFO order preserved
-        assert b.groups[-1] is g                   # newest is last
-        assert all(x in added for x in b.groups)
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 4),
+       st.lists(st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(0, 1), min_size=2, max_size=4)),
+                         max_size=6), max_size=12))
+def test_retention_matches_a_direct_simulation(capacity, fresh_per_step, steps):
+    """After every add, the buffer equals: newest C - δB of (newest per question, with spread) + the fresh groups."""
+    b = RolloutReplayBuffer(capacity, fresh_per_step=fresh_per_step)
+    stored: list[Group] = []  # what the rule says the buffer holds, oldest first
+    for step, fresh in enumerate(steps, start=1):
+        groups = [make_group(f"q{q}", rw, step=step) for q, rw in fresh]
+        newest: dict[str, Group] = {}
+        for g in stored:
+            newest[g.question.id] = g
+        replayable = sorted((g for g in newest.values() if g.has_variance), key=lambda g: stored.index(g))
+        keep = max(0, capacity - fresh_per_step)
+        stored = (replayable[-keep:] if keep else []) + groups
+        b.add(groups)
+        assert list(b.groups) == stored
+        assert len(b) <= max(capacity - fresh_per_step, 0) + len(groups)
     sample = b.sample(capacity, np.random.default_rng(0))
     assert len({id(x) for x in sample}) == len(sample)
     assert all(x.has_variance for x in sample)

@@ -42,7 +42,7 @@ def test_one_update_changes_parameters_and_loss_is_finite():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     cfg = tiny().grpo
     import numpy as np
-    res = policy_update(model, opt, groups, cfg, step=1, rng=np.random.default_rng(0))
+    res = policy_update(model, opt, groups, [], cfg, step=1, rng=np.random.default_rng(0))
     assert np.isfinite(res.loss) and not res.skipped and res.optimizer_steps >= 1
     assert abs(res.mean_c - 1.0) < 1e-6  # fresh rows: π_old = μ exactly
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
@@ -223,3 +223,14 @@ def test_empty_completions_are_handled(tmp_path, tmp_cache, monkeypatch):
     monkeypatch.setattr(rollout.HFGenerateEngine, "sample", eos_only)
     res = train(tiny_cfg(tmp_path, total_steps=2, method="grpo"), progress=False)
     assert [r["train/completion_tokens"] for r in res.records if r["step"] > 0] == [0.0, 0.0]
+
+
+def test_every_emitted_metric_key_is_in_the_glossary(tmp_path, tmp_cache):
+    from dotslab.metrics import GLOSSARY
+    keys = set()
+    for method, extra in (("dots_rr", {"reuse_reference_rollouts": True}), ("rr", {}), ("grpo", {})):
+        cfg = tiny_cfg(tmp_path, method=method, run_name=method, total_steps=4, eval_every=2,
+                       target_pass_rate=0.01, **extra)
+        keys |= {k for r in train(cfg, progress=False, reward_fn=parity_reward).records for k in r}
+    assert {"replay/mean_c", "predictor/pearson", "time/reward", "eval/pass_rate"} <= keys
+    assert keys <= set(GLOSSARY), sorted(keys - set(GLOSSARY))

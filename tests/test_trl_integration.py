@@ -1,4 +1,4 @@
-"""DOTS + rollout replay on TRL's GRPOTrainer: config mapping, planner, the replay loss, CPU training, 2 processes.
+"""DOTS + rollout replay on TRL's GRPOTrainer: config mapping, the replay loss, CPU training, 2 processes.
 
 Run: .venv/bin/python -m pytest tests/test_trl_integration.py   (about a minute on 2 CPU cores)
 """
@@ -22,7 +22,6 @@ from dotslab.config import Config, ConfigError, paper, tiny  # noqa: E402
 from dotslab.data import arithmetic_questions  # noqa: E402
 from dotslab.embed import make_embedder  # noqa: E402
 from dotslab.grpo import group_advantages_std, policy_loss  # noqa: E402
-from dotslab.integrations.planner import StepPlanner  # noqa: E402
 from dotslab.integrations.trl import _pad, build_trainer, grpo_config_from  # noqa: E402
 from dotslab.models import load_policy  # noqa: E402
 from dotslab.records import Group, Rollout  # noqa: E402
@@ -65,64 +64,6 @@ def test_grpo_config_rejects_ragged_geometry(tmp_path):
         grpo_config_from(tiny_cfg(tmp_path, questions_per_step=5, minibatch_questions=2))
     with pytest.raises(ConfigError, match="per_device_train_batch_size"):
         grpo_config_from(tiny_cfg(tmp_path), num_processes=1, per_device_train_batch_size=3)
-
-
-# ---- planner ---------------------------------------------------------------------------------
-def _fake_groups(planner, plan, G):
-    """Deterministic rewards per (question, step): what a gathered rollout would give every process."""
-    out = []
-    for i in plan.fresh:
-        q = planner.pool[i]
-        rs = [float(zlib.crc32(f'{q.id}/{plan.step}/{k}'.encode()) % 3 == 0) for k in range(G)]
-        rollouts = tuple(Rollout(q.id, "", torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                                 torch.zeros(0), r, r == 1.0) for r in rs)
-        out.append(Group(q, rollouts, plan.step))
-    return out
-
-
-def _run_planner(cfg, steps):
-    pool = arithmetic_questions(cfg.train_size, seed=0)
-    emb = make_embedder("hash").embed(pool.prompts)
-    planner, plans = StepPlanner(cfg, pool, emb), []
-    for _ in range(steps):
-        refs = planner.begin_step()
-        diff = [((i * 7) % 5) / 4 for i in refs] if refs else None
-        plan = planner.plan_step(diff)
-        planner.replay_groups(plan.replay)
-        planner.record_fresh(_fake_groups(planner, plan, cfg.grpo.group_size))
-        plans.append(plan)
-    return planner, plans
-
-
-def test_planner_is_deterministic_so_every_process_draws_the_same_plan(tmp_path):
-    cfg = tiny_cfg(tmp_path, method="dots_rr", group_size=4)
-    a, b = _run_planner(cfg, 8), _run_planner(cfg, 8)
-    assert [p.to_dict() for p in a[1]] == [p.to_dict() for p in b[1]]
-    assert a[0].buffer.stats(8) == b[0].buffer.stats(8)
-
-
-@pytest.mark.parametrize("method", ["grpo", "dots", "rr", "dots_rr"])
-def test_planner_follows_the_round_structure(tmp_path, method):
-    cfg = tiny_cfg(tmp_path, method=method, group_size=4)
-    B, mu, K, G = cfg.grpo.questions_per_step, cfg.selection.steps_per_round, cfg.predictor.reference_set_size, 4
-    planner, plans = _run_planner(cfg, 8)
-    for r in range(4):  # no question twice within a round; references exactly at round starts
-        steps = plans[r * mu:(r + 1) * mu]
-        fresh = [i for p in steps for i in p.fresh]
-        assert len(fresh) == len(set(fresh))
-        assert bool(steps[0].references) == cfg.uses_selection and not any(p.references for p in steps[1:])
-    assert all(len(p.fresh) == B and not p.replay for p in plans[:mu])  # round 0: B fresh
-    for p in plans[mu:]:
-        if cfg.uses_replay:  # δB fresh + (1-δ)B replayed, or B fresh when the buffer is short
-            assert (len(p.fresh), len(p.replay)) in ((cfg.fresh_per_step, B - cfg.fresh_per_step), (B, 0))
-            assert not {q for q, _ in p.replay} & {planner.pool[i].id for i in p.fresh}
-        else:
-            assert (len(p.fresh), len(p.replay)) == (B, 0)
-    if cfg.uses_replay:
-        assert any(p.replay for p in plans) and len(planner.buffer) <= cfg.replay.buffer_capacity
-    refs = sum(len(p.references) for p in plans)
-    assert planner.total_generations == (sum(len(p.fresh) for p in plans) + refs) * G
-    assert refs == (4 * K if cfg.uses_selection else 0)
 
 
 # ---- the replay loss: TRL's loss on replayed rows is METHOD §5 ---------------------------------
@@ -194,6 +135,45 @@ def test_dots_rr_trains_on_trl(tmp_path, tmp_cache):
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
     logged = [json.loads(line) for line in open(Path(trainer.args.output_dir) / "metrics.jsonl")]
     assert any("replay/replayed" in r and "loss" in r for r in logged)
+
+
+class CountingReward:
+    """A reward that ignores the completion: the k-th call for a question returns a fixed bit.
+
+    Both trainers call the reward once per completion, G times per group, so with it every label, and
+    therefore every prediction and plan, is the same whichever engine sampled the text.
+    """
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, completion, question):
+        k = self.calls.get(question.id, 0)
+        self.calls[question.id] = k + 1
+        return float((zlib.crc32(question.id.encode()) + k) % 3 == 0)
+
+
+def test_notebook_trainer_and_trl_plan_the_same_steps(tmp_path, tmp_cache, monkeypatch):
+    from dotslab import planner as planner_module
+    from dotslab.trainer import train
+    cfg = tiny_cfg(tmp_path, method="dots_rr", total_steps=6, group_size=4, eval_every=0, checkpoint_every=0,
+                   train_size=40)
+    notebook_plans = []
+    real_plan_step = planner_module.RoundPlanner.plan_step
+
+    def recording(self, *a, **kw):
+        plan = real_plan_step(self, *a, **kw)
+        notebook_plans.append(plan.to_dict())
+        return plan
+    monkeypatch.setattr(planner_module.RoundPlanner, "plan_step", recording)
+    train(cfg, reward_fn=CountingReward(), progress=False)
+    monkeypatch.setattr(planner_module.RoundPlanner, "plan_step", real_plan_step)
+
+    trainer = build_trainer(cfg, reward_fn=CountingReward(), save_strategy="no")
+    trainer.train()
+    assert sum(bool(p["replay"]) for p in notebook_plans) >= 2, "the comparison needs replaying steps"
+    assert sum(bool(p["references"]) for p in notebook_plans) >= 2, "... and DOTS rounds after round 0"
+    assert trainer.dots_plans == notebook_plans
 
 
 def test_replayed_c_is_one_while_the_policy_is_unchanged(tmp_path, tmp_cache):

@@ -1,7 +1,7 @@
 """DOTS selection + rollout replay on Hugging Face TRL's GRPOTrainer (accelerate, DeepSpeed/FSDP, vLLM).
 
 Sun et al., arXiv 2506.05316, Alg. 1: the same selection (§3.2), prediction (§3.1) and replay
-(§3.3) as ``dotslab.trainer``, planned by :class:`~dotslab.integrations.planner.StepPlanner`, with
+(§3.3) as ``dotslab.trainer``, planned by the same :class:`~dotslab.planner.RoundPlanner`, with
 TRL doing generation, scoring, distribution and the optimizer. Tests pass with trl 1.10-1.14 and
 1.16 (1.15 fails on machines without Triton inside TRL's own log-prob kernel).
 
@@ -20,7 +20,8 @@ How it plugs in (TRL offers no public hook where a step's questions or replayed 
      advantages A·c with c = π_old/μ from their stored μ. Since c > 0, TRL's clip around 1 then
      computes -c·min(r·A, clip(r, 1-ε, 1+ε)·A) with r = π_θ/π_old, which is METHOD §5's clip
      around c exactly (GePPO form). Fresh rows have c = 1.
-Deviations from dotslab's trainer (besides the planner's, see its docstring):
+Deviations from dotslab's trainer (the planner's options are in its docstring: here replay shortfall
+"fresh", and ``reuse_reference_rollouts`` is refused):
   1. Loss and advantages are TRL's: aggregation 'token' -> loss_type 'dapo' (normalised by the
      generation batch's mean tokens per optimizer step), 'sequence' -> 'grpo'; advantage eps 1e-4
      (dotslab 1e-6). Minibatches are shuffled rows, not whole groups.
@@ -47,13 +48,13 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, ConfigError
 from ..data import INSTRUCTION, QuestionSet, load_task, render_prompt
-from ..embed import make_embedder
+from ..embed import pool_embeddings
 from ..grpo import group_advantages_mean, group_advantages_std
 from ..metrics import JsonlLogger
-from ..models import cache_root, load_policy
+from ..models import load_policy
 from ..records import Group, Question, Rollout
 from ..rewards import RewardFn, SafeReward, get_reward_fn
-from .planner import StepPlanner
+from ..planner import RoundPlanner
 
 TESTED_TRL = ("1.10", "1.17")  # [min, max): _generate, _get_per_token_logps_and_entropies are used as in these
 STATE_FILE = "dotslab_state.pt"
@@ -181,12 +182,15 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
                             ("reference_set_size", cfg.predictor.reference_set_size if cfg.uses_selection else n)):
             if count % n:
                 raise ConfigError(f"{what} ({count}) must be a multiple of the number of processes ({n})")
+        if cfg.selection.reuse_reference_rollouts:
+            raise ConfigError("reuse_reference_rollouts is not supported on TRL: its generation batches have a "
+                              "fixed shape, filled with fresh questions")
         if cfg.uses_selection and embeddings is None:
-            embedder = make_embedder(cfg.predictor.embedder, policy=self.accelerator.unwrap_model(self.model),
-                                     tokenizer=processing_class, cache_dir=cache_root() / "embeddings")
             with self.accelerator.main_process_first():  # rank 0 fills the cache, the others read it
-                embeddings = embedder.embed(pool.prompts)
-        self.planner = StepPlanner(cfg, pool, embeddings, broadcast=self._from_rank0)
+                embeddings = pool_embeddings(cfg.predictor.embedder, pool.prompts,
+                                             policy=self.accelerator.unwrap_model(self.model), tokenizer=processing_class)
+        # fixed-shape batches: replay only when the buffer holds all (1-δ)B groups, else run fresh
+        self.planner = RoundPlanner(cfg, pool, embeddings, replay_shortfall="fresh", broadcast=self._from_rank0)
         self.dots_records: list[dict[str, Any]] = []
         self.dots_plans: list[dict[str, Any]] = []
         self._dots_pending: dict[str, list] = defaultdict(list)

@@ -1,0 +1,293 @@
+"""The round logic of DOTS + rollout replay: which questions each step rolls out and which it replays.
+
+Sun et al., arXiv 2506.05316, Alg. 1 and §3 (prediction §3.1, selection §3.2, replay §3.3), in the
+round structure of METHOD §6. One :class:`RoundPlanner` serves both trainers: dotslab's own loop
+(:func:`dotslab.trainer.train`) and TRL's (:class:`dotslab.integrations.trl.DOTSGRPOTrainer`). It
+does no generation and no optimisation; a trainer calls its verbs once per step, in this order:
+
+    refs = planner.begin_step()                      # reference questions to roll out now (maybe none)
+    plan = planner.plan_step(reference_groups=...)   # the step's fresh questions and replay picks
+    ... roll out plan.fresh ...; fresh += planner.reused_groups(plan)
+    replayed = planner.replay_groups(plan.replay)
+    ... update on fresh + replayed ...
+    planner.record_fresh(fresh)                      # labels to the predictor, groups to the buffer
+
+``planner.metrics`` then holds the step's selection / predictor / replay / rollout record (with
+``time/prediction``, ``time/selection`` and ``time/replay`` of the planner's own work).
+
+Randomness comes only from ``numpy.random.default_rng([seed, step])`` (and ``[seed, step, 1]`` for
+fallback questions), the uniform sampler's seeded stream and the predictor's own generator, never a
+global RNG, so every process of a distributed run draws the same plan.
+
+Deviations / decisions:
+  1. The round's draw is shuffled before it is cut into µ batches (METHOD §3): the Gumbel-top-k draw
+     comes out ordered by its keys, which would give step 1 the questions nearest α.
+  2. Replay shortfall is a named option. ``replay_shortfall="partial"`` (dotslab's trainer, METHOD §4)
+     replays what the buffer has and logs the gap. ``"fresh"`` (TRL, whose batches have a fixed
+     shape) replays only when the buffer holds all (1-δ)B groups the step asks for, else the step
+     runs fully fresh on fallback questions drawn with the round ([P]: "only replays once the buffer
+     holds (1-δ)B groups"). Fallbacks come from their own RNG stream, so both options give the same
+     plans whenever the buffer is full enough.
+  3. ``reuse_reference_rollouts`` [P App. A.1]: up to half of a round's budget is filled with
+     reference groups that have reward spread, nearest α first; they count as fresh groups of the
+     step they land in, not extra ones. It needs the reference groups (``reference_groups=``).
+  4. d̂ passes through ``broadcast`` (rank 0's copy wins in a distributed run) before selection, so
+     floating-point noise on different hardware cannot split the processes' plans.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .config import Config, ConfigError
+from .data import DataError, QuestionSet
+from .metrics import pass_rate_histogram
+from .predictor import OnlinePredictor, choose_reference_set, prediction_quality
+from .records import Group
+from .replay import RolloutReplayBuffer
+from .selector import UniformSampler, dots_sample, selection_diagnostics
+
+SHORTFALL_POLICIES = ("partial", "fresh")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step: ``fresh`` pool indices to roll out, ``reused`` pool indices whose reference groups train
+    as fresh ones, ``replay`` buffer keys (question id, step), and the ``references`` rolled out for it."""
+    step: int
+    round: int
+    fresh: tuple[int, ...]
+    replay: tuple[tuple[str, int], ...]
+    references: tuple[int, ...] = ()
+    reused: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "round": self.round, "fresh": list(self.fresh), "reused": list(self.reused),
+                "replay": [list(k) for k in self.replay], "references": list(self.references)}
+
+
+@dataclass
+class _Batch:
+    fresh: list[int]       # pool indices to roll out
+    reused: list[int]      # pool indices whose reference groups are reused
+    fallback: list[int]    # extra fresh questions if the buffer is short ("fresh" shortfall policy)
+
+
+@dataclass
+class _RoundState:
+    batches: list = field(default_factory=list)          # [_Batch] left this round
+    prediction: Optional[list] = None                    # d̂ over the pool for this round
+    references: list = field(default_factory=list)
+    reference_groups: dict = field(default_factory=dict)  # pool index -> Group, for reuse
+
+
+def check_pool_size(cfg: Config, pool_size: int) -> None:
+    """A round draws µB distinct questions and K references from the pool: refuse a pool too small for that."""
+    steps_per_round, batch = cfg.selection.steps_per_round, cfg.grpo.questions_per_step
+    if steps_per_round * batch > pool_size:
+        raise DataError(f"the training pool has {pool_size} questions but one round needs steps_per_round x "
+                        f"questions_per_step = {steps_per_round} x {batch} = {steps_per_round * batch} distinct questions")
+    if cfg.uses_selection and cfg.predictor.reference_set_size > pool_size:
+        raise DataError(f"reference_set_size K = {cfg.predictor.reference_set_size} is larger than the training "
+                        f"pool ({pool_size} questions)")
+
+
+class RoundPlanner:
+    """Holds the predictor, the replay buffer, the uniform sampler and the round state of one run."""
+
+    def __init__(self, cfg: Config, pool: QuestionSet, embeddings: Optional[torch.Tensor] = None, *,
+                 replay_shortfall: str = "partial", broadcast: Callable[[Any], Any] = lambda obj: obj):
+        if replay_shortfall not in SHORTFALL_POLICIES:
+            raise ConfigError(f"replay_shortfall must be one of {SHORTFALL_POLICIES}, got {replay_shortfall!r}")
+        check_pool_size(cfg, len(pool))
+        if cfg.uses_selection and embeddings is None:
+            raise ValueError(f"method {cfg.method!r} needs question embeddings for the predictor")
+        self.cfg, self.pool, self.embeddings = cfg, pool, embeddings
+        self.replay_shortfall, self.broadcast = replay_shortfall, broadcast
+        self.predictor = (OnlinePredictor(cfg.predictor, embed_dim=embeddings.shape[1], seed=cfg.seed)
+                          if cfg.uses_selection else None)
+        self.buffer = RolloutReplayBuffer(cfg.replay.buffer_capacity, fresh_per_step=cfg.fresh_per_step,
+                                          filter_on_write=cfg.replay.filter_on_write)
+        self.uniform = UniformSampler(len(pool), cfg.seed)
+        self.step, self.round, self.total_generations = 0, 0, 0
+        self.state = _RoundState()
+        self.metrics: dict[str, Any] = {}
+        self._rng = np.random.default_rng([cfg.seed, 0])
+        self._pending_refs: list[int] = []
+
+    # ---- per-step verbs -------------------------------------------------------------------
+    def begin_step(self) -> list[int]:
+        """Start step ``self.step + 1``; returns the reference questions to roll out now (maybe none)."""
+        self.step += 1
+        self._rng = np.random.default_rng([self.cfg.seed, self.step])
+        self.metrics = {"step": self.step}
+        self._pending_refs = []
+        if not self.state.batches and self.cfg.uses_selection:
+            p = self.cfg.predictor
+            strata = self.pool.strata if p.reference_strategy == "stratified" else None
+            self._pending_refs = [int(i) for i in choose_reference_set(
+                p.reference_strategy, self.embeddings, p.reference_set_size, self._rng, strata=strata)]
+        return list(self._pending_refs)
+
+    def plan_step(self, reference_difficulty: Optional[Sequence[float]] = None, *,
+                  reference_groups: Optional[Sequence[Group]] = None) -> StepPlan:
+        """The step's plan; at a round start it first predicts d̂ from the references' measured difficulty
+        (``reference_groups``, in ``begin_step``'s order, or just their ``reference_difficulty``)."""
+        refs = tuple(self._pending_refs)
+        if not self.state.batches:
+            if reference_groups is not None:
+                if [self.pool.index_of(g.question.id) for g in reference_groups] != list(refs):
+                    raise ValueError("reference_groups must be the groups of begin_step()'s questions, in order")
+                reference_difficulty = [g.difficulty for g in reference_groups]
+            self._start_round(refs, reference_difficulty, reference_groups)
+        batch = self.state.batches.pop(0)
+        fresh, replay = list(batch.fresh), []
+        t0 = time.perf_counter()
+        want = self.cfg.grpo.questions_per_step - len(batch.fresh) - len(batch.reused)
+        if want > 0:
+            fresh_ids = {self.pool[i].id for i in batch.fresh + batch.reused}
+            available = sum(g.question.id not in fresh_ids for g in self.buffer.eligible())
+            if self.replay_shortfall == "partial" or available >= want:
+                replay = self.buffer.sample(want, self._rng, exclude_ids=fresh_ids)
+            else:
+                fresh = fresh + batch.fallback  # the whole step runs fresh (deviation 2)
+            self.metrics.update({
+                "replay/replayed": float(len(replay)), "replay/shortfall": float(want - len(replay)),
+                "replay/fraction_replayed": len(replay) / (len(fresh) + len(batch.reused) + len(replay)),
+                "replay/mean_age": float(np.mean([self.step - g.step for g in replay])) if replay else 0.0})
+            if self.replay_shortfall == "fresh":
+                self.metrics["replay/fallback_fresh"] = float(0 if replay else len(batch.fallback))
+        self.metrics["select/round"] = float(self.round - 1)
+        self.metrics["time/replay"] = self.metrics.get("time/replay", 0.0) + time.perf_counter() - t0
+        return StepPlan(self.step, self.round - 1, tuple(fresh), tuple((g.question.id, g.step) for g in replay),
+                        refs, tuple(batch.reused))
+
+    def reused_groups(self, plan: StepPlan) -> list[Group]:
+        """The reference groups that ``plan`` trains on as fresh groups (``reuse_reference_rollouts``)."""
+        return [self.state.reference_groups[i] for i in plan.reused]
+
+    def replay_groups(self, keys: Sequence[tuple[str, int]]) -> list[Group]:
+        """The buffered groups named by ``keys`` (every process holds the same buffer)."""
+        index = {(g.question.id, g.step): g for g in self.buffer.groups}
+        return [index[(qid, int(step))] for qid, step in keys]
+
+    def record_fresh(self, groups: Sequence[Group]) -> None:
+        """Call once per step after the rollouts (and the update) with all of the step's fresh groups.
+
+        Scores the round's prediction on them before they become labels (references excluded,
+        METHOD §2 "Quality metric"), then feeds them to the predictor and the replay buffer.
+        """
+        G, m = self.cfg.grpo.group_size, self.metrics
+        reused = {id(g) for g in self.state.reference_groups.values()}
+        rolled = [g for g in groups if id(g) not in reused]  # reference rollouts were counted at the round start
+        actual = np.array([g.difficulty for g in groups])
+        zero_var = float(np.mean([not g.has_variance for g in groups])) if groups else 0.0
+        self.total_generations += len(rolled) * G
+        m["rollout/generations"] = m.get("rollout/generations", 0) + len(rolled) * G
+        m.update({"train/pass_rate": float(np.mean([g.pass_rate for g in groups])) if groups else float("nan"),
+                  "train/mean_reward": float(np.mean([g.mean_reward for g in groups])) if groups else float("nan"),
+                  "rollout/frac_zero_std": zero_var, "select/zero_variance_frac": zero_var,
+                  "rollout/pass_rate_hist": pass_rate_histogram([g.pass_rate for g in groups], G),
+                  "rollout/total_generations": self.total_generations})
+        ids = [self.pool.index_of(g.question.id) for g in groups]
+        t0 = time.perf_counter()
+        if self.state.prediction is not None:
+            predicted = np.clip(np.array(self.state.prediction)[ids], 0, 1)
+            m.update(selection_diagnostics(predicted, actual))
+            refs = set(self.state.references)
+            probe = [k for k, i in enumerate(ids) if i not in refs]
+            if len(probe) >= 2:
+                quality = prediction_quality(torch.tensor(predicted[probe]), torch.tensor(actual[probe]))
+                m.update({f"predictor/{k}": float(v) for k, v in quality.items()})
+        if self.predictor is not None:
+            self.predictor.observe(self.embeddings[ids], torch.tensor(actual, dtype=torch.float32), self.round - 1)
+        m["time/prediction"] = m.get("time/prediction", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if self.cfg.uses_replay:
+            self.buffer.add(groups)
+            m.update(self.buffer.stats(self.step))
+        m["time/replay"] = m.get("time/replay", 0.0) + time.perf_counter() - t0
+
+    # ---- rounds -------------------------------------------------------------------------------
+    def _start_round(self, refs: Sequence[int], reference_difficulty: Optional[Sequence[float]],
+                     reference_groups: Optional[Sequence[Group]]) -> None:
+        cfg, rng = self.cfg, self._rng
+        steps_per_round, batch = cfg.selection.steps_per_round, cfg.grpo.questions_per_step
+        fresh_target = batch if self.round == 0 or not cfg.uses_replay else cfg.fresh_per_step
+        budget, n_fallback = steps_per_round * fresh_target, steps_per_round * (batch - fresh_target)
+        reused: list[int] = []
+        if cfg.uses_selection:
+            if reference_difficulty is None or len(reference_difficulty) != len(refs):
+                raise ValueError(f"a DOTS round needs the difficulty of its {len(refs)} reference questions")
+            t0 = time.perf_counter()
+            d_hat = self._predict(refs, reference_difficulty)
+            self.metrics["time/prediction"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            alpha, tau = cfg.selection.target_difficulty, cfg.selection.selection_temperature
+            if cfg.selection.reuse_reference_rollouts:
+                if reference_groups is None:
+                    raise ConfigError("reuse_reference_rollouts needs the reference groups, not only their "
+                                      "difficulty (this trainer does not support it)")
+                useful = sorted((g for g in reference_groups if g.has_variance),
+                                key=lambda g: abs(g.difficulty - alpha))[:budget // 2]
+                reused = [self.pool.index_of(g.question.id) for g in useful]
+                self.state.reference_groups = dict(zip(reused, useful))
+            candidates = d_hat.copy()
+            candidates[reused] = np.inf  # never drawn twice in a round
+            chosen = dots_sample(candidates, budget - len(reused), alpha, tau, rng)
+            candidates[chosen] = np.inf
+            fallback = (dots_sample(candidates, n_fallback, alpha, tau, self._fallback_rng())
+                        if n_fallback and self.replay_shortfall == "fresh" else np.zeros(0, int))
+            self.state.prediction, self.state.references = d_hat.tolist(), [int(i) for i in refs]
+            self.total_generations += len(refs) * cfg.grpo.group_size
+            self.metrics["rollout/generations"] = len(refs) * cfg.grpo.group_size
+        else:
+            t0 = time.perf_counter()
+            chosen = self.uniform.draw(budget)
+            rest = np.setdiff1d(np.arange(len(self.pool)), chosen)
+            fallback = (self._fallback_rng().choice(rest, size=n_fallback, replace=False)
+                        if n_fallback and self.replay_shortfall == "fresh" else np.zeros(0, int))
+        # deviation 1: shuffle the round's draw, then cut it into µ equal batches
+        draw = [(int(i), False) for i in chosen] + [(i, True) for i in reused]
+        draw = [draw[k] for k in rng.permutation(len(draw))]
+        parts = np.array_split(np.arange(len(draw)), steps_per_round)
+        extras = np.array_split(np.asarray(fallback, dtype=int), steps_per_round)
+        self.state.batches = [_Batch([draw[k][0] for k in part if not draw[k][1]],
+                                     [draw[k][0] for k in part if draw[k][1]], [int(i) for i in extra])
+                              for part, extra in zip(parts, extras)]
+        self.metrics["time/selection"] = time.perf_counter() - t0
+        self.round += 1
+
+    def _fallback_rng(self) -> np.random.Generator:
+        """Fallback questions' own stream, so drawing them leaves the plan's stream untouched."""
+        return np.random.default_rng([self.cfg.seed, self.step, 1])
+
+    def _predict(self, refs: Sequence[int], reference_difficulty: Sequence[float]) -> np.ndarray:
+        """Label the predictor with the references, train it, and predict d̂ for the whole pool; (N,)."""
+        labels = torch.tensor([float(d) for d in reference_difficulty])
+        ref_idx = list(refs)
+        self.predictor.observe(self.embeddings[ref_idx], labels, self.round)
+        self.metrics.update(self.predictor.fit())
+        pred = self.predictor.predict(self.embeddings, self.embeddings[ref_idx], labels,
+                                      ref_index_in_pool=torch.as_tensor(ref_idx))
+        self.metrics.update({"predictor/used_adapter": float(pred.used_adapter),
+                             "predictor/reference_pass_rate": float(1 - labels.mean())})
+        return np.asarray(self.broadcast(pred.difficulty.numpy().tolist()), dtype=np.float64)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "round": self.round, "total_generations": self.total_generations,
+                "round_state": self.state, "buffer": self.buffer.state_dict(), "uniform": self.uniform.state_dict(),
+                "predictor": self.predictor.state_dict() if self.predictor is not None else None}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.step, self.round, self.total_generations = int(d["step"]), int(d["round"]), int(d["total_generations"])
+        self.state = d["round_state"]
+        self.buffer.load_state_dict(d["buffer"])
+        self.uniform.load_state_dict(d["uniform"])
+        if self.predictor is not None and d["predictor"] is not None:
+            self.predictor.load_state_dict(d["predictor"])
