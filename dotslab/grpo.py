@@ -88,8 +88,8 @@ def policy_loss(logp: list[torch.Tensor], behaviour_logp: list[torch.Tensor], ol
     lengths = [len(x) for x in logp]
     cat = torch.cat
     adv = cat([advantages[i].expand(n) for i, n in enumerate(lengths)]) if lengths else advantages[:0]  # (n_tok,)
-    lp, mu, old = cat(logp), cat(behaviour_logp).to(logp[0]), cat(old_logp).to(logp[0])
-    per_token, is_clipped = token_policy_loss(lp, mu, old, adv.to(lp), clip_eps)
+    lp, behaviour, old = cat(logp), cat(behaviour_logp).to(logp[0]), cat(old_logp).to(logp[0])
+    per_token, is_clipped = token_policy_loss(lp, behaviour, old, adv.to(lp), clip_eps)
     kl = torch.zeros((), dtype=lp.dtype)
     if ref_logp is not None and kl_coef > 0:
         kl_t = k3_kl(lp, cat(ref_logp).to(lp))
@@ -99,6 +99,6 @@ def policy_loss(logp: list[torch.Tensor], behaviour_logp: list[torch.Tensor], ol
     with torch.no_grad():
         n = max(1, lp.numel())
         stats = LossStats(clip_frac=float(is_clipped.sum()) / n,
-                          mean_c=float(torch.exp(old - mu).sum()) / n,
-                          mean_abs_log_rho=float((lp - mu).abs().sum()) / n, kl=float(kl))
+                          mean_c=float(torch.exp(old - behaviour).sum()) / n,
+                          mean_abs_log_rho=float((lp - behaviour).abs().sum()) / n, kl=float(kl))
     return loss, stats

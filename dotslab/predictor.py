@@ -240,16 +240,16 @@ class OnlinePredictor:
         metrics = {"predictor/labels": float(self.num_labels)}
         if steps <= 0 or rounds.numel() == 0:
             return metrics
-        g = self.generator
-        dropout_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        gen = self.generator
+        dropout_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         losses = []
         self.model.train()
         with torch.random.fork_rng(devices=[]):  # dropout draws from our seed: resumable, no side effects
             torch.manual_seed(dropout_seed)
             for _ in range(steps):
-                r = rounds[int(torch.randint(0, rounds.numel(), (1,), generator=g))]
+                r = rounds[int(torch.randint(0, rounds.numel(), (1,), generator=gen))]
                 idx = torch.nonzero(self._rounds == r).squeeze(1)            # (M,)
-                idx = idx[torch.randperm(idx.numel(), generator=g)]
+                idx = idx[torch.randperm(idx.numel(), generator=gen)]
                 n_ref = min(self.cfg.reference_set_size, idx.numel() // 2)
                 ref, query = idx[:n_ref], idx[n_ref:]
                 pred, _ = self.model(self._emb[query], self._emb[ref], self._labels[ref])  # (Q,)
