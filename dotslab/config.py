@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 METHODS = ("grpo", "dots", "rr", "dots_rr")
 REFERENCE_STRATEGIES = ("random", "diverse", "stratified")
+PREDICTOR_MODES = ("paper", "history")
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,20 @@ class PredictorConfig:
     """Labelled questions needed before the adapter trains; until then raw-embedding attention is used."""
     label_history: int = 4096
     """Most recent (question, pass rate) labels kept for online training."""
+    predictor_mode: str = "paper"
+    """'paper': predict each round from that round's K references only (adapter + calibration, paper
+    §3.1). 'history': attention over every label of the last ``history_window`` steps (references and
+    fresh groups) plus each question's own recent label (dotslab extension, ``dotslab.history``)."""
+    history_window: int = 8
+    """W: history mode uses labels measured in the last W training steps."""
+    history_decay: float = 0.9
+    """γ: a label a steps old weighs γ^a, as a key and as a question's own evidence (history mode)."""
+    history_prior_strength: float = 4.0
+    """λ: pseudo-rollouts of the kernel prediction a question's own label is shrunk toward (history mode);
+    with G = 4 and λ = 4 a fresh own label and the prediction weigh the same."""
+    later_reference_set_size: int = -1
+    """K after round 0: -1 keeps K; a smaller value (0 allowed in history mode, where fresh groups keep
+    labelling) cuts the reference rollouts of later rounds."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +313,12 @@ def _validate(c: Config) -> None:
     _check(p.attention_temperature > 0, f"attention_temperature must be > 0, got {p.attention_temperature}")
     _check(p.adapter_hidden_size >= 1, f"adapter_hidden_size must be >= 1, got {p.adapter_hidden_size}")
     _check(p.adapter_steps_per_round >= 0, f"adapter_steps_per_round must be >= 0, got {p.adapter_steps_per_round}")
+    _check(p.predictor_mode in PREDICTOR_MODES, f"predictor_mode must be one of {PREDICTOR_MODES}, got {p.predictor_mode!r}")
+    _check(p.history_window >= 1, f"history_window must be >= 1, got {p.history_window}")
+    _check(0 < p.history_decay <= 1, f"history_decay must be in (0, 1], got {p.history_decay}")
+    _check(p.history_prior_strength > 0, f"history_prior_strength must be > 0, got {p.history_prior_strength}")
+    _check(p.later_reference_set_size == -1 or p.later_reference_set_size >= (0 if p.predictor_mode == "history" else 2),
+           f"later_reference_set_size must be -1 (same as K), >= 2, or 0 in history mode, got {p.later_reference_set_size}")
     _check(0 <= s.target_difficulty <= 1, f"target_difficulty (alpha) must be in [0, 1], got {s.target_difficulty}")
     _check(s.selection_temperature > 0, f"selection_temperature (tau) must be > 0, got {s.selection_temperature}")
     _check(s.steps_per_round >= 1, f"steps_per_round (mu) must be >= 1, got {s.steps_per_round}")

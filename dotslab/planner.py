@@ -46,6 +46,7 @@ import torch
 from .config import Config, ConfigError
 from .data import DataError, QuestionSet
 from .metrics import pass_rate_histogram
+from .history import HistoryPredictor
 from .predictor import OnlinePredictor, choose_reference_set, prediction_quality
 from .records import Group
 from .replay import RolloutReplayBuffer
@@ -108,8 +109,11 @@ class RoundPlanner:
             raise ValueError(f"method {cfg.method!r} needs question embeddings for the predictor")
         self.cfg, self.pool, self.embeddings = cfg, pool, embeddings
         self.replay_shortfall, self.broadcast = replay_shortfall, broadcast
-        self.predictor = (OnlinePredictor(cfg.predictor, embed_dim=embeddings.shape[1], seed=cfg.seed)
-                          if cfg.uses_selection else None)
+        self.predictor: OnlinePredictor | HistoryPredictor | None = None
+        if cfg.uses_selection and cfg.predictor.predictor_mode == "history":
+            self.predictor = HistoryPredictor(cfg.predictor, embeddings)
+        elif cfg.uses_selection:
+            self.predictor = OnlinePredictor(cfg.predictor, embed_dim=embeddings.shape[1], seed=cfg.seed)
         self.buffer = RolloutReplayBuffer(cfg.replay.buffer_capacity, fresh_per_step=cfg.fresh_per_step,
                                           filter_on_write=cfg.replay.filter_on_write)
         self.uniform = UniformSampler(len(pool), cfg.seed)
@@ -128,9 +132,10 @@ class RoundPlanner:
         self._pending_refs = []
         if not self.state.batches and self.cfg.uses_selection:
             p = self.cfg.predictor
+            k = p.reference_set_size if self.round == 0 or p.later_reference_set_size < 0 else p.later_reference_set_size
             strata = self.pool.strata if p.reference_strategy == "stratified" else None
             self._pending_refs = [int(i) for i in choose_reference_set(
-                p.reference_strategy, self.embeddings, p.reference_set_size, self._rng, strata=strata)]
+                p.reference_strategy, self.embeddings, k, self._rng, strata=strata)]
         return list(self._pending_refs)
 
     def plan_step(self, reference_difficulty: Optional[Sequence[float]] = None, *,
@@ -203,7 +208,10 @@ class RoundPlanner:
             if len(probe) >= 2:
                 quality = prediction_quality(torch.tensor(predicted[probe]), torch.tensor(actual[probe]))
                 m.update({f"predictor/{k}": float(v) for k, v in quality.items()})
-        if self.predictor is not None:
+        if isinstance(self.predictor, HistoryPredictor):
+            for g, i in zip(groups, ids):  # a reused reference group keeps the step it was measured at
+                self.predictor.observe([i], [g.difficulty], len(g.rollouts), g.step)
+        elif self.predictor is not None:
             self.predictor.observe(self.embeddings[ids], torch.tensor(actual, dtype=torch.float32), self.round - 1)
         m["time/prediction"] = m.get("time/prediction", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -221,7 +229,8 @@ class RoundPlanner:
         budget, n_fallback = steps_per_round * fresh_target, steps_per_round * (batch - fresh_target)
         reused: list[int] = []
         if cfg.uses_selection:
-            if reference_difficulty is None or len(reference_difficulty) != len(refs):
+            reference_difficulty = [] if reference_difficulty is None else reference_difficulty
+            if len(reference_difficulty) != len(refs):
                 raise ValueError(f"a DOTS round needs the difficulty of its {len(refs)} reference questions")
             t0 = time.perf_counter()
             d_hat = self._predict(refs, reference_difficulty)
@@ -267,16 +276,26 @@ class RoundPlanner:
         return np.random.default_rng([self.cfg.seed, self.step, 1])
 
     def _predict(self, refs: Sequence[int], reference_difficulty: Sequence[float]) -> np.ndarray:
-        """Label the predictor with the references, train it, and predict d̂ for the whole pool; (N,)."""
+        """Label the predictor with the references and predict d̂ for the whole pool; (N,)."""
         labels = torch.tensor([float(d) for d in reference_difficulty])
         ref_idx = list(refs)
-        self.predictor.observe(self.embeddings[ref_idx], labels, self.round)
-        self.metrics.update(self.predictor.fit())
-        pred = self.predictor.predict(self.embeddings, self.embeddings[ref_idx], labels,
-                                      ref_index_in_pool=torch.as_tensor(ref_idx))
-        self.metrics.update({"predictor/used_adapter": float(pred.used_adapter),
-                             "predictor/reference_pass_rate": float(1 - labels.mean())})
-        return np.asarray(self.broadcast(pred.difficulty.numpy().tolist()), dtype=np.float64)
+        m = self.metrics
+        if refs:
+            m["predictor/reference_pass_rate"] = float(1 - labels.mean())
+        if isinstance(self.predictor, HistoryPredictor):
+            self.predictor.observe(ref_idx, labels.numpy(), self.cfg.grpo.group_size, self.step)
+            pred = self.predictor.predict(self.step)
+            m.update({"predictor/keys": float(len(pred.key_index)),
+                      "predictor/mean_key_age": float(pred.key_age.mean()) if len(pred.key_age) else 0.0})
+        else:
+            self.predictor.observe(self.embeddings[ref_idx], labels, self.round)
+            m.update(self.predictor.fit())
+            pred = self.predictor.predict(self.embeddings, self.embeddings[ref_idx], labels,
+                                          ref_index_in_pool=torch.as_tensor(ref_idx))
+            m["predictor/used_adapter"] = float(pred.used_adapter)
+        d_hat = np.asarray(self.broadcast(pred.difficulty.numpy().tolist()), dtype=np.float64)
+        m["predictor/flat"] = float(d_hat.max() - d_hat.min() < 1e-6)  # a collapse: the draw is then uniform
+        return d_hat
 
     # ---- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

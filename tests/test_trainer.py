@@ -228,9 +228,10 @@ def test_empty_completions_are_handled(tmp_path, tmp_cache, monkeypatch):
 def test_every_emitted_metric_key_is_in_the_glossary(tmp_path, tmp_cache):
     from dotslab.metrics import GLOSSARY
     keys = set()
-    for method, extra in (("dots_rr", {"reuse_reference_rollouts": True}), ("rr", {}), ("grpo", {})):
+    for method, extra in (("dots_rr", {"reuse_reference_rollouts": True}), ("rr", {}), ("grpo", {}),
+                          ("dots", {"predictor_mode": "history"})):
         cfg = tiny_cfg(tmp_path, method=method, run_name=method, total_steps=4, eval_every=2,
                        target_pass_rate=0.01, **extra)
         keys |= {k for r in train(cfg, progress=False, reward_fn=parity_reward).records for k in r}
-    assert {"replay/mean_c", "predictor/pearson", "time/reward", "eval/pass_rate"} <= keys
+    assert {"replay/mean_c", "predictor/pearson", "predictor/keys", "time/reward", "eval/pass_rate"} <= keys
     assert keys <= set(GLOSSARY), sorted(keys - set(GLOSSARY))
