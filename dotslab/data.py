@@ -274,13 +274,18 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
     return full.split(cfg.eval_size, cfg.seed)
 
 
+def user_message(question: Question) -> str:
+    """The user's turn for ``question``: its prompt followed by its instruction (the one home of this text:
+    :func:`render_prompt` and the TRL integration both use it)."""
+    return question.prompt + question.metadata.get("instruction", INSTRUCTION)  # per-question override (hub tasks)
+
+
 def render_prompt(question: Question, tokenizer: Any) -> str:
     """The policy's input text: the chat template when the tokenizer has one, else a plain 'Answer:' cue."""
-    instruction = question.metadata.get("instruction", INSTRUCTION)  # per-question override (hub tasks)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": question.prompt + instruction}],
+        return tokenizer.apply_chat_template([{"role": "user", "content": user_message(question)}],
                                              tokenize=False, add_generation_prompt=True)
-    return question.prompt + instruction + "\nAnswer:"
+    return user_message(question) + "\nAnswer:"
 
 
 def __getattr__(name: str) -> Any:
