@@ -10,6 +10,8 @@ Deviations / decisions:
   2. Every malformed input raises :class:`DataError` naming the source, the row and the field.
   3. The eval set is held out of the pool by a seeded random split; files and HF datasets use all
      rows (``train_size`` applies to generated tasks only).
+  4. Every source states what its answers look like (``metadata['answer_format']``, see
+     :mod:`dotslab.answers`); the prompt's instruction and the ``auto`` reward follow from it.
 """
 from __future__ import annotations
 
@@ -19,11 +21,9 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .answers import instruction, is_number
 from .records import Question
 
-INSTRUCTION = " Give only the final answer as a number."
-BOXED_INSTRUCTION = " Reason step by step, and put your final answer within \\boxed{}."
-"""For free-form math answers (hub datasets such as MATH/DeepScaleR), scored by math-verify."""
 RG_INSTALL_HINT = "pip install reasoning-gym==0.1.25"
 
 
@@ -128,7 +128,7 @@ def arithmetic_questions(n: int, seed: int, *, min_terms: int = 2, max_terms: in
         if prompt in seen:
             continue
         seen.add(prompt)
-        meta = {"task": "arithmetic", "terms": terms, "digits": digits,
+        meta = {"task": "arithmetic", "answer_format": "number", "terms": terms, "digits": digits,
                 "level": (terms - 1) + (digits - 1), "expression": expression}
         questions.append(Question(f"arith-{len(questions):06d}", prompt, str(_evaluate(nums, ops)), meta))
     if len(questions) < n:
@@ -229,7 +229,12 @@ def _distinct_rg_items(rg: Any, name: str, want: int, seed: int, seen: set[str],
 
 
 def reasoning_gym_questions(names: str | Sequence[str], n: int, seed: int, **kwargs: Any) -> QuestionSet:
-    """n questions from reasoning-gym generators, split evenly across ``names`` (extra go to the first)."""
+    """n questions from reasoning-gym generators, split evenly across ``names`` (extra go to the first).
+
+    A generator's questions get ``answer_format`` 'number' when every answer drawn is a number
+    (chain_sum, gsm_symbolic, ...), else 'text' (spell_backward, number_sorting, letter_jumble, ...:
+    the question states the shape, and its own scorer reads the answer span).
+    """
     try:
         import reasoning_gym
     except ImportError as err:
@@ -243,9 +248,10 @@ def reasoning_gym_questions(names: str | Sequence[str], n: int, seed: int, **kwa
     for j, name in enumerate(names):
         items = _distinct_rg_items(reasoning_gym, name, n // len(names) + (j < n % len(names)), seed, seen,
                                    kwargs, source)
+        fmt = "number" if all(is_number(str(entry["answer"])) for entry in items) else "text"
         for i, entry in enumerate(items):
             seen.add(entry["question"])
-            meta = {**entry.get("metadata", {}), "task": name, "rg_entry": entry}
+            meta = {**entry.get("metadata", {}), "task": name, "answer_format": fmt, "rg_entry": entry}
             questions.append(Question(f"rg-{name}-{i}", entry["question"], str(entry["answer"]), meta))
     return QuestionSet(questions, source)
 
@@ -263,9 +269,7 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
                                        size, cfg.seed)
     elif task.startswith("hf:"):
         name, _, split = task[len("hf:"):].partition(":")
-        full = load_hf(name, split=split or "train")
-        full = QuestionSet([dataclasses.replace(q, metadata={"instruction": BOXED_INSTRUCTION, **q.metadata})
-                            for q in full], full.source)
+        full = load_hf(name, split=split or "train", answer_format="math")  # MATH-style: \\boxed{}, math-verify
     elif Path(task).suffix.lower() in READERS:
         full = load_file(task)
     else:
@@ -275,9 +279,15 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
 
 
 def user_message(question: Question) -> str:
-    """The user's turn for ``question``: its prompt followed by its instruction (the one home of this text:
-    :func:`render_prompt` and the TRL integration both use it)."""
-    return question.prompt + question.metadata.get("instruction", INSTRUCTION)  # per-question override (hub tasks)
+    """The user's turn for ``question``: its prompt, then its instruction (:func:`dotslab.answers.instruction`).
+
+    The one home of this text: :func:`render_prompt` and the TRL integration both use it. The two join
+    with a space after a full sentence ("What is 7 + 12?"), else on a new line (after "... 12 - 5 =").
+    """
+    prompt, text = question.prompt, instruction(question)
+    if not text or text[:1].isspace() or prompt[-1:].isspace():
+        return prompt + text
+    return prompt + (" " if prompt[-1:] in (".", "?", "!") else "\n") + text
 
 
 def render_prompt(question: Question, tokenizer: Any) -> str:

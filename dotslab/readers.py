@@ -9,6 +9,10 @@ Deviations / decisions:
      ``row N``, 0-based, otherwise) and the field.
   2. Columns other than prompt, answer and id go to the question's metadata (a ``metadata`` object,
      as :func:`~dotslab.data.save_jsonl` writes it, is merged back so files round-trip).
+  3. Two columns shape the prompt and the ``auto`` reward (:mod:`dotslab.answers`): ``answer_format``
+     (number, text, list or math) and ``instruction`` (text after the prompt). A row's value wins
+     over the file's (``load_file(..., answer_format=..., instruction=...)``); empty or null means unset,
+     and an unset format is guessed from the gold answer.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .answers import ANSWER_FORMATS
 from .data import DataError, QuestionSet
 from .records import Question
 
@@ -110,11 +115,37 @@ def _label(key: str, role: str) -> str:
     return f"'{key}'" if key == role else f"'{key}' ({role})"
 
 
+def _check_format(value: Any, where: str, name: str = "field 'answer_format'") -> None:
+    if value not in ANSWER_FORMATS:
+        raise DataError(f"{where}: {name} must be one of {', '.join(ANSWER_FORMATS)}, got {value!r}")
+
+
+def _answer_style(meta: dict[str, Any], defaults: Mapping[str, str | None], where: str) -> None:
+    """Validate the row's 'answer_format' / 'instruction' in place; unset ones take the file's."""
+    for key, default in defaults.items():
+        value = meta.pop(key, None)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            value = default
+        if value is None:
+            continue
+        meta[key] = value
+        if key == "answer_format":
+            _check_format(value, where)
+        elif not isinstance(value, str):
+            raise DataError(f"{where}: field 'instruction' must be a string, got {type(value).__name__}")
+
+
 def _to_question_set(rows: Sequence[tuple[str, Any]], source: str, prompt_field: str | None,
-                     answer_field: str | None, id_field: str | None) -> QuestionSet:
+                     answer_field: str | None, id_field: str | None, answer_format: str | None = None,
+                     instruction: str | None = None) -> QuestionSet:
     """The one row converter shared by every file format and by :func:`load_hf`."""
     if not rows:
         raise DataError(f"{source}: question set is empty")
+    if answer_format is not None:
+        _check_format(answer_format, source, "answer_format")
+    if instruction is not None and not isinstance(instruction, str):
+        raise DataError(f"{source}: instruction must be a string, got {type(instruction).__name__}")
+    defaults = {"answer_format": answer_format, "instruction": instruction}
     columns: dict[str, None] = {}
     for where, row in rows:
         if not isinstance(row, Mapping):
@@ -133,13 +164,18 @@ def _to_question_set(rows: Sequence[tuple[str, Any]], source: str, prompt_field:
         meta = dict(nested) if isinstance(nested, Mapping) else {}
         meta.update((k, v) for k, v in row.items() if k not in (prompt_key, answer_key, id_field)
                     and not (k == "metadata" and isinstance(nested, Mapping)))
+        _answer_style(meta, defaults, at)
         questions.append(Question(qid, prompt, answer, meta))
     return QuestionSet(questions, source, locations=[where for where, _ in rows])
 
 
 def load_file(path: str | Path, *, prompt_field: str | None = None, answer_field: str | None = None,
-              id_field: str | None = "id") -> QuestionSet:
-    """Load a .jsonl, .json (list of objects), .parquet or .csv file; non-field columns go to metadata."""
+              id_field: str | None = "id", answer_format: str | None = None,
+              instruction: str | None = None) -> QuestionSet:
+    """Load a .jsonl, .json (list of objects), .parquet or .csv file; non-field columns go to metadata.
+
+    ``answer_format`` / ``instruction`` apply to rows that leave those columns unset (decision 3).
+    """
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
@@ -150,12 +186,16 @@ def load_file(path: str | Path, *, prompt_field: str | None = None, answer_field
         rows = reader(path)
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err}") from None
-    return _to_question_set(rows, str(path), prompt_field, answer_field, id_field)
+    return _to_question_set(rows, str(path), prompt_field, answer_field, id_field, answer_format, instruction)
 
 
 def load_hf(name: str, *, split: str = "train", config_name: str | None = None, prompt_field: str | None = None,
-            answer_field: str | None = None, id_field: str | None = "id", **load_kwargs: Any) -> QuestionSet:
-    """Load a split via ``datasets.load_dataset`` (hub or local builder) or a ``save_to_disk`` folder."""
+            answer_field: str | None = None, id_field: str | None = "id", answer_format: str | None = None,
+            instruction: str | None = None, **load_kwargs: Any) -> QuestionSet:
+    """Load a split via ``datasets.load_dataset`` (hub or local builder) or a ``save_to_disk`` folder.
+
+    ``answer_format`` / ``instruction`` apply to rows that leave those columns unset (decision 3).
+    """
     import datasets
     source = f"hf:{name}:{split}"
     folder = Path(name)
@@ -170,4 +210,4 @@ def load_hf(name: str, *, split: str = "train", config_name: str | None = None, 
         rows = [(f"row {i}", row) for i, row in enumerate(dataset)]
     except Exception as err:  # datasets raises many unrelated types (hub, FS, builder); report them as data errors
         raise DataError(f"{source}: cannot load dataset: {type(err).__name__}: {err}") from err
-    return _to_question_set(rows, source, prompt_field, answer_field, id_field)
+    return _to_question_set(rows, source, prompt_field, answer_field, id_field, answer_format, instruction)
