@@ -111,7 +111,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from dotslab.data import INSTRUCTION, load_task
+    from dotslab.data import load_task, user_message
     from dotslab.models import tiny_policy, tiny_tokenizer
     from dotslab.rewards import parity_reward
 
@@ -123,7 +123,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
         tok = tiny_tokenizer()
         tok.padding_side = "left"
         model = tiny_policy(tok, seed=a.seed)
-        data = Dataset.from_list([{"prompt": [{"role": "user", "content": q.prompt + INSTRUCTION}]}
+        data = Dataset.from_list([{"prompt": [{"role": "user", "content": user_message(q)}]}
                                   for q in train_set])
 
         def trl_parity_reward(completions, **kwargs):

@@ -1,37 +1,31 @@
-"""Question sets: generation, loading, validation, the held-out split and prompt rendering.
+"""Question sets: generation, validation, task loading, the held-out split and prompt rendering.
 
 The paper trains on fixed question pools (MATH, DeepScaleR, ...; arXiv 2506.05316 §5) from which
-DOTS draws the reference set and the selected batch (§3.1-3.2); this module builds such a pool.
+DOTS draws the reference set and the selected batch (§3.1-3.2); this module builds such a pool
+(files and Hugging Face datasets are read by :mod:`dotslab.readers`).
 
 Deviations / decisions:
   1. A built-in arithmetic generator stands in for MATH so a 135M CPU policy sees a spread of
      pass rates; its difficulty knobs (terms, digits) play the role of the paper's difficulty levels.
-  2. Every source goes through one row converter, and every malformed row raises :class:`DataError`
-     naming the source, the row (``line N`` for JSONL, 1-based; ``row N``, 0-based, otherwise) and
-     the field.
+  2. Every malformed input raises :class:`DataError` naming the source, the row and the field.
   3. The eval set is held out of the pool by a seeded random split; files and HF datasets use all
      rows (``train_size`` applies to generated tasks only).
+  4. Every source states what its answers look like (``metadata['answer_format']``, see
+     :mod:`dotslab.answers`); the prompt's instruction and the ``auto`` reward follow from it.
 """
 from __future__ import annotations
 
 import dataclasses
-
 import json
-import math
-import numbers
 import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .answers import instruction, is_number
 from .records import Question
 
-INSTRUCTION = " Give only the final answer as a number."
-BOXED_INSTRUCTION = " Reason step by step, and put your final answer within \\boxed{}."
-"""For free-form math answers (hub datasets such as MATH/DeepScaleR), scored by math-verify."""
-PROMPT_FIELDS = ("prompt", "question", "problem", "input")
-ANSWER_FIELDS = ("answer", "final_answer", "solution", "target", "output")
 RG_INSTALL_HINT = "pip install reasoning-gym==0.1.25"
 
 
@@ -141,7 +135,7 @@ def arithmetic_questions(n: int, seed: int, *, min_terms: int = 2, max_terms: in
         if prompt in seen:
             continue
         seen.add(prompt)
-        meta = {"task": "arithmetic", "terms": terms, "digits": digits,
+        meta = {"task": "arithmetic", "answer_format": "number", "terms": terms, "digits": digits,
                 "level": (terms - 1) + (digits - 1), "expression": expression}
         questions.append(Question(f"arith-{len(questions):06d}", prompt, str(_evaluate(nums, ops)), meta))
     if len(questions) < n:
@@ -242,7 +236,12 @@ def _distinct_rg_items(rg: Any, name: str, want: int, seed: int, seen: set[str],
 
 
 def reasoning_gym_questions(names: str | Sequence[str], n: int, seed: int, **kwargs: Any) -> QuestionSet:
-    """n questions from reasoning-gym generators, split evenly across ``names`` (extra go to the first)."""
+    """n questions from reasoning-gym generators, split evenly across ``names`` (extra go to the first).
+
+    A generator's questions get ``answer_format`` 'number' when every answer drawn is a number
+    (chain_sum, gsm_symbolic, ...), else 'text' (spell_backward, number_sorting, letter_jumble, ...:
+    the question states the shape, and its own scorer reads the answer span).
+    """
     try:
         import reasoning_gym
     except ImportError as err:
@@ -256,164 +255,17 @@ def reasoning_gym_questions(names: str | Sequence[str], n: int, seed: int, **kwa
     for j, name in enumerate(names):
         items = _distinct_rg_items(reasoning_gym, name, n // len(names) + (j < n % len(names)), seed, seen,
                                    kwargs, source)
+        fmt = "number" if all(is_number(str(entry["answer"])) for entry in items) else "text"
         for i, entry in enumerate(items):
             seen.add(entry["question"])
-            meta = {**entry.get("metadata", {}), "task": name, "rg_entry": entry}
+            meta = {**entry.get("metadata", {}), "task": name, "answer_format": fmt, "rg_entry": entry}
             questions.append(Question(f"rg-{name}-{i}", entry["question"], str(entry["answer"]), meta))
     return QuestionSet(questions, source)
 
 
-# ---- files and HF datasets ----------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
-    rows = []
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: line {number}: not valid UTF-8 (byte {err.start})") from None
-        if not text.strip():
-            continue
-        try:
-            rows.append((f"line {number}", json.loads(text)))
-        except (ValueError, RecursionError) as err:
-            raise DataError(f"{path}: line {number}: invalid JSON: {err}") from None
-    return rows
-
-
-def _read_json(path: Path) -> list[tuple[str, Any]]:
-    data = path.read_bytes()
-    try:
-        obj = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte {err.start})") from None
-    except (ValueError, RecursionError) as err:
-        raise DataError(f"{path}: invalid JSON: {err}") from None
-    if not isinstance(obj, list):
-        raise DataError(f"{path}: expected a JSON list of objects, got {type(obj).__name__}")
-    return [(f"row {i}", row) for i, row in enumerate(obj)]
-
-
-def _read_parquet(path: Path) -> list[tuple[str, Any]]:
-    import pyarrow
-    import pyarrow.parquet
-    try:
-        rows = pyarrow.parquet.read_table(path).to_pylist()
-    except (pyarrow.ArrowException, OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read parquet: {err}") from None
-    return [(f"row {i}", row) for i, row in enumerate(rows)]
-
-
-def _read_csv(path: Path) -> list[tuple[str, Any]]:
-    import pandas
-    try:  # all text: keeps answers like '007' or '1.50' exactly as written
-        frame = pandas.read_csv(path, dtype=str, keep_default_na=False)
-    except (pandas.errors.ParserError, pandas.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: cannot read CSV: {err}") from None
-    return [(f"row {i}", row) for i, row in enumerate(frame.to_dict("records"))]
-
-
-_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
-
-
-def _pick_field(explicit: str | None, candidates: Sequence[str], columns: Sequence[str], role: str,
-                source: str) -> str:
-    for name in [explicit] if explicit is not None else candidates:
-        if name in columns:
-            return name
-    wanted = repr(explicit) if explicit is not None else "any of " + ", ".join(candidates)
-    shown = ", ".join(map(repr, columns[:20])) + (", ..." if len(columns) > 20 else "")
-    raise DataError(f"{source}: no {role} column ({wanted}); columns found: {shown or 'none'}")
-
-
-def _as_text(value: Any, field: str, where: str, *, numbers_ok: bool) -> str:
-    """A cell as non-empty text; numbers (answers, ids) become '3', '0.5'; ``field`` names it in errors."""
-    kinds = "a string or number" if numbers_ok else "a string"
-    if value is None:
-        raise DataError(f"{where}: field {field} is missing")
-    if isinstance(value, bool) or not isinstance(value, str if not numbers_ok else (str, numbers.Real)):
-        raise DataError(f"{where}: field {field} must be {kinds}, got {type(value).__name__}")
-    if isinstance(value, numbers.Integral):
-        value = str(int(value))
-    elif isinstance(value, numbers.Real):
-        x = float(value)
-        if not math.isfinite(x):
-            raise DataError(f"{where}: field {field} is not a finite number: {x}")
-        value = str(int(x)) if x.is_integer() and abs(x) < 2 ** 53 else repr(x)
-    if not value.strip():
-        raise DataError(f"{where}: field {field} is empty")
-    return value
-
-
-def _label(key: str, role: str) -> str:
-    return f"'{key}'" if key == role else f"'{key}' ({role})"
-
-
-def _to_question_set(rows: Sequence[tuple[str, Any]], source: str, prompt_field: str | None,
-                     answer_field: str | None, id_field: str | None) -> QuestionSet:
-    """The one row converter shared by every file format and by :func:`load_hf`."""
-    if not rows:
-        raise DataError(f"{source}: question set is empty")
-    columns: dict[str, None] = {}
-    for where, row in rows:
-        if not isinstance(row, Mapping):
-            raise DataError(f"{source}: {where}: expected an object with fields, got {type(row).__name__}")
-        columns.update(dict.fromkeys(map(str, row)))
-    prompt_key = _pick_field(prompt_field, PROMPT_FIELDS, list(columns), "prompt", source)
-    answer_key = _pick_field(answer_field, ANSWER_FIELDS, list(columns), "answer", source)
-    questions = []
-    for i, (where, row) in enumerate(rows):
-        at = f"{source}: {where}"
-        prompt = _as_text(row.get(prompt_key), _label(prompt_key, "prompt"), at, numbers_ok=False)
-        answer = _as_text(row.get(answer_key), _label(answer_key, "answer"), at, numbers_ok=True)
-        raw_id = row.get(id_field) if id_field else None
-        qid = f"row-{i}" if raw_id is None else _as_text(raw_id, _label(id_field, "id"), at, numbers_ok=True)
-        nested = row.get("metadata")  # written by save_jsonl; merged back so files round-trip
-        meta = dict(nested) if isinstance(nested, Mapping) else {}
-        meta.update((k, v) for k, v in row.items() if k not in (prompt_key, answer_key, id_field)
-                    and not (k == "metadata" and isinstance(nested, Mapping)))
-        questions.append(Question(qid, prompt, answer, meta))
-    return QuestionSet(questions, source, locations=[where for where, _ in rows])
-
-
-def load_file(path: str | Path, *, prompt_field: str | None = None, answer_field: str | None = None,
-              id_field: str | None = "id") -> QuestionSet:
-    """Load a .jsonl, .json (list of objects), .parquet or .csv file; non-field columns go to metadata."""
-    path = Path(path)
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_READERS)}")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        rows = reader(path)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
-    return _to_question_set(rows, str(path), prompt_field, answer_field, id_field)
-
-
-def load_hf(name: str, *, split: str = "train", config_name: str | None = None, prompt_field: str | None = None,
-            answer_field: str | None = None, id_field: str | None = "id", **load_kwargs: Any) -> QuestionSet:
-    """Load a split via ``datasets.load_dataset`` (hub or local builder) or a ``save_to_disk`` folder."""
-    import datasets
-    source = f"hf:{name}:{split}"
-    folder = Path(name)
-    try:
-        if folder.is_dir() and any((folder / f).is_file() for f in ("dataset_info.json", "state.json",
-                                                                   "dataset_dict.json")):
-            dataset = datasets.load_from_disk(str(folder))
-            if isinstance(dataset, datasets.DatasetDict):
-                dataset = dataset[split]
-        else:
-            dataset = datasets.load_dataset(name, config_name, split=split, **load_kwargs)
-        rows = [(f"row {i}", row) for i, row in enumerate(dataset)]
-    except Exception as err:  # datasets raises many unrelated types (hub, FS, builder); report them as data errors
-        raise DataError(f"{source}: cannot load dataset: {type(err).__name__}: {err}") from err
-    return _to_question_set(rows, source, prompt_field, answer_field, id_field)
-
-
 def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
     """(train pool, held-out eval set) for ``cfg.task``; the two are disjoint by id."""
+    from .readers import READERS, load_file, load_hf  # readers imports this module
     task, size = cfg.task, cfg.train_size + cfg.eval_size
     if task == "arithmetic":
         full = arithmetic_questions(size, cfg.seed)
@@ -424,24 +276,41 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
                                        size, cfg.seed)
     elif task.startswith("hf:"):
         name, _, split = task[len("hf:"):].partition(":")
-        full = load_hf(name, split=split or "train")
-        full = QuestionSet([dataclasses.replace(q, metadata={"instruction": BOXED_INSTRUCTION, **q.metadata})
-                            for q in full], full.source)
-    elif Path(task).suffix.lower() in _READERS:
+        full = load_hf(name, split=split or "train", answer_format="math")  # MATH-style: \\boxed{}, math-verify
+    elif Path(task).suffix.lower() in READERS:
         full = load_file(task)
     else:
         raise DataError(f"unknown task {task!r}: use 'arithmetic', 'arithmetic_mix', 'reasoning_gym:<name>[,<name>]', "
-                        f"'hf:<name>[:<split>]' or a {'/'.join(_READERS)} path")
+                        f"'hf:<name>[:<split>]' or a {'/'.join(READERS)} path")
     return full.split(cfg.eval_size, cfg.seed)
+
+
+def user_message(question: Question) -> str:
+    """The user's turn for ``question``: its prompt, then its instruction (:func:`dotslab.answers.instruction`).
+
+    The one home of this text: :func:`render_prompt` and the TRL integration both use it. The two join
+    with a space after a full sentence ("What is 7 + 12?"), else on a new line (after "... 12 - 5 =").
+    """
+    prompt, text = question.prompt, instruction(question)
+    if not text or text[:1].isspace() or prompt[-1:].isspace():
+        return prompt + text
+    return prompt + (" " if prompt[-1:] in (".", "?", "!") else "\n") + text
 
 
 def render_prompt(question: Question, tokenizer: Any) -> str:
     """The policy's input text: the chat template when the tokenizer has one, else a plain 'Answer:' cue."""
-    instruction = question.metadata.get("instruction", INSTRUCTION)  # per-question override (hub tasks)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": question.prompt + instruction}],
+        return tokenizer.apply_chat_template([{"role": "user", "content": user_message(question)}],
                                              tokenize=False, add_generation_prompt=True)
-    return question.prompt + instruction + "\nAnswer:"
+    return user_message(question) + "\nAnswer:"
+
+
+def __getattr__(name: str) -> Any:
+    """``dotslab.data.load_file`` / ``load_hf`` still work; they live in :mod:`dotslab.readers`."""
+    if name in ("load_file", "load_hf"):
+        from . import readers
+        return getattr(readers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_json(value: Any) -> bool:

@@ -2,13 +2,16 @@
 
 The paper uses a binary rule-based correctness reward on the final answer (arXiv 2506.05316 §2,
 §5: math-verify style checking for MATH/DeepScaleR); pass rates and difficulty come from it (§3.1).
+Each verifier extracts the answer the way :mod:`dotslab.answers` describes; :func:`explain` shows
+what it extracted.
 
 Deviations / decisions:
-  1. ``exact_match`` (last number in the completion, compared numerically) is the default for the
-     built-in arithmetic tasks: it is fast and needs no sympy, and it cannot be gamed the way
-     math-verify can there: math-verify evaluates expressions, so echoing the question's expression
-     ("12 - 5 + 3" for "What is 12 - 5 + 3?") scores 1. SmolLM2 learned exactly that within 8 GRPO steps
-     when a benchmark run scored the arithmetic mix with math-verify (2026-11-25).
+  1. ``reward auto`` chooses per question, from its answer format (:func:`dotslab.answers.answer_format`):
+     reasoning-gym's scorer for reasoning-gym questions, else exact match for numbers, text or list
+     equality for words and lists, math-verify for free-form math. Numbers never go to math-verify:
+     it evaluates expressions, so echoing the question's expression ("12 - 5 + 3" for "What is
+     12 - 5 + 3?") scores 1. SmolLM2 learned exactly that within 8 GRPO steps when a benchmark run
+     scored the arithmetic mix with math-verify (2026-11-25).
   2. reasoning-gym gives 0.01 partial credit to a wrong number; :func:`reasoning_gym_reward`
      binarizes it (score == 1 → 1, else 0), as METHOD §1 binarizes non-binary rewards.
   3. :func:`parity_reward` is a synthetic reward for smoke tests and the ``tiny`` benchmark: 1 if
@@ -22,83 +25,68 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 from fractions import Fraction
 from typing import Any, Callable
 
+from .answers import (answer_format, answer_span, extract_last_number, last_tagged, list_items, number_answer,
+                      to_fraction)
 from .records import Question
 
 RewardFn = Callable[[str, Question], float]
-REWARD_NAMES = ("auto", "exact", "math_verify", "reasoning_gym")
+Check = Callable[[str, Question], tuple[str | None, float]]
+"""A verifier's core: (what it extracted from the completion, reward)."""
+REWARD_NAMES = ("auto", "exact", "math_verify", "reasoning_gym", "text", "list")
 
 logger = logging.getLogger("dotslab.rewards")
 
-# a '-' is a sign only when not preceded by a word char or closing bracket ("10-3" is a subtraction)
-_NUMBER = re.compile(r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?|\d+/\d+(?![\d.])|\d+(?:\.\d+)?|\.\d+)")
-_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
-
-def _last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``, braces matched (unclosed: the rest of the text)."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    begin = end = start + len("\\boxed{")
-    depth = 1
-    while end < len(text) and depth:
-        depth += {"{": 1, "}": -1}.get(text[end], 0)
-        end += 1
-    return text[begin:end - 1] if depth == 0 else text[begin:]
-
-
-def extract_last_number(text: str) -> str | None:
-    """Last number in ``text`` (inside the last ``\\boxed{}`` if that holds one), commas removed.
-
-    Handles '-4', '3.5', '.5', '1,234', '3/4' and '\\frac{3}{4}'; returns None when there is none.
-    """
-    text = _FRAC.sub(r"\1/\2", text)
-    for scope in (_last_boxed(text), text):
-        if scope:
-            found = _NUMBER.findall(scope)
-            if found:
-                return found[-1].replace(",", "")
-    return None
-
-
-def _to_fraction(text: str | None) -> Fraction | None:
-    if text is None:
-        return None
-    try:
-        return Fraction(text.strip().replace(",", ""))
-    except (ValueError, ZeroDivisionError, OverflowError):  # ValueError also covers >4300-digit ints
-        return None
-
-
-def exact_match(completion: str, question: Question) -> float:
-    """1 if the completion's last number equals the answer (relative tolerance 1e-6), else 0.
-
-    A non-numeric answer falls back to exact string equality of the stripped completion.
-    """
-    gold = _to_fraction(question.answer)
+def _check_number(completion: str, question: Question) -> tuple[str | None, float]:
+    gold = to_fraction(question.answer)
     if gold is None:
-        gold = _to_fraction(extract_last_number(question.answer))
+        gold = to_fraction(extract_last_number(question.answer))
     if gold is None:
-        return float(completion.strip() == question.answer.strip())
-    value = _to_fraction(extract_last_number(completion))
+        return completion.strip(), float(completion.strip() == question.answer.strip())
+    found = number_answer(completion)
+    value = to_fraction(found)
     if value is None:
-        return 0.0
-    return float(abs(value - gold) <= Fraction(1, 10 ** 6) * max(1, abs(gold)))
+        return found, 0.0
+    return found, float(abs(value - gold) <= Fraction(1, 10 ** 6) * max(1, abs(gold)))
 
 
-def math_verify_reward(completion: str, question: Question) -> float:
-    """1 if ``math_verify.verify(parse(answer), parse(completion))``: handles 1/2 = 0.5, \\boxed{}, LaTeX."""
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _check_text(completion: str, question: Question) -> tuple[str | None, float]:
+    span = answer_span(completion, question.answer)
+    return span, float(span is not None and _same_text(span, question.answer))
+
+
+def _same_item(a: str, b: str) -> bool:
+    x, y = to_fraction(a), to_fraction(b)
+    return x == y if x is not None and y is not None else _same_text(a, b)
+
+
+def _check_list(completion: str, question: Question) -> tuple[str | None, float]:
+    span = answer_span(completion, question.answer)
+    if span is None:
+        return None, 0.0
+    got, gold = list_items(span), list_items(question.answer)
+    return span, float(len(got) == len(gold) and all(map(_same_item, got, gold)))
+
+
+def _check_math(completion: str, question: Question) -> tuple[str | None, float]:
     from math_verify import parse, verify
-    gold = parse(question.answer) or parse(f"${question.answer}$")
-    predicted = parse(completion)
-    if not gold or not predicted:
-        return 0.0
-    return float(verify(gold, predicted))
+    answer = question.answer  # a bare gold answer is one expression: unwrapped, '2x+3' would parse as 2
+    gold = parse(answer if "$" in answer or "\\boxed" in answer else f"${answer}$") or parse(answer)
+    tagged, span = last_tagged(completion), answer_span(completion, question.answer)
+    candidates = [f"\\boxed{{{tagged}}}"] if tagged else []
+    candidates += [completion] + ([f"\\boxed{{{span}}}"] if span else [])
+    predicted = next((p for p in map(parse, candidates) if p), [])  # the first text math-verify can parse
+    if not predicted:
+        return None, 0.0
+    shown = predicted[-1] if isinstance(predicted[-1], str) else str(predicted[0])
+    return shown, float(bool(gold) and verify(gold, predicted))
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,29 +95,66 @@ def _reasoning_gym_scorer(task: str) -> Callable[[str | None, dict], float]:
     return reasoning_gym.get_score_answer_fn(task)  # builds a dataset object, so cache it per task
 
 
-def _reasoning_gym_answer(completion: str, gold: str) -> str | None:
-    """The answer span: last <answer> tag, else the last number (numeric gold), else the last line."""
-    tagged = _ANSWER_TAG.findall(completion)
-    if tagged:
-        return tagged[-1].strip()
-    if _to_fraction(gold) is not None:
-        return extract_last_number(completion)
-    lines = [line.strip() for line in completion.splitlines() if line.strip()]
-    return lines[-1] if lines else None
-
-
-def reasoning_gym_reward(completion: str, question: Question) -> float:
-    """reasoning-gym's own ``score_answer`` on the extracted answer, binarized (1.0 only if exactly 1)."""
+def _check_reasoning_gym(completion: str, question: Question) -> tuple[str | None, float]:
     if "rg_entry" not in question.metadata or "task" not in question.metadata:
         raise ValueError(f"question {question.id!r} has no 'rg_entry'/'task' metadata; "
                          f"build it with data.reasoning_gym_questions")
     entry = question.metadata["rg_entry"]
-    score = _reasoning_gym_scorer(question.metadata["task"])(
-        _reasoning_gym_answer(completion, str(entry["answer"])), entry)
-    return 1.0 if score == 1.0 else 0.0
+    found = (number_answer(completion) if answer_format(question) == "number"
+             else answer_span(completion, str(entry["answer"])))
+    score = _reasoning_gym_scorer(question.metadata["task"])(found, entry)
+    return found, 1.0 if score == 1.0 else 0.0
 
 
-_REWARDS: dict[str, RewardFn] = {"exact": exact_match, "math_verify": math_verify_reward,
+_CHECKS: dict[str, Check] = {"exact": _check_number, "text": _check_text, "list": _check_list,
+                             "math_verify": _check_math, "reasoning_gym": _check_reasoning_gym}
+_AUTO = {"number": "exact", "text": "text", "list": "list", "math": "math_verify"}
+
+
+def exact_match(completion: str, question: Question) -> float:
+    """1 if the completion's last number equals the answer (relative tolerance 1e-6), else 0.
+
+    The last number inside the last ``<answer>`` tag or ``\\boxed{}`` wins when there is one. A
+    non-numeric answer falls back to exact string equality of the stripped completion.
+    """
+    return _check_number(completion, question)[1]
+
+
+def text_match(completion: str, question: Question) -> float:
+    """1 if the completion's answer span equals the answer up to case and runs of whitespace."""
+    return _check_text(completion, question)[1]
+
+
+def list_match(completion: str, question: Question) -> float:
+    """1 if the answer span's comma-separated items equal the answer's, in order (numbers compared as numbers)."""
+    return _check_list(completion, question)[1]
+
+
+def math_verify_reward(completion: str, question: Question) -> float:
+    """1 if math-verify finds the answer equal (1/2 = 0.5, ``\\boxed{}``, LaTeX).
+
+    It parses the first of these that it can: the last ``<answer>`` tag, the whole completion, the
+    answer span (so "The answer is x^2+1", without ``$``, is read too).
+    """
+    return _check_math(completion, question)[1]
+
+
+def reasoning_gym_reward(completion: str, question: Question) -> float:
+    """reasoning-gym's own ``score_answer`` on the extracted answer, binarized (1.0 only if exactly 1)."""
+    return _check_reasoning_gym(completion, question)[1]
+
+
+def _auto_name(question: Question) -> str:
+    return "reasoning_gym" if "rg_entry" in question.metadata else _AUTO[answer_format(question)]
+
+
+def auto_reward(completion: str, question: Question) -> float:
+    """The verifier the question's source calls for: reasoning-gym's scorer, or by answer format."""
+    return _CHECKS[_auto_name(question)](completion, question)[1]
+
+
+_REWARDS: dict[str, RewardFn] = {"auto": auto_reward, "exact": exact_match, "text": text_match,
+                                 "list": list_match, "math_verify": math_verify_reward,
                                  "reasoning_gym": reasoning_gym_reward}
 
 
@@ -138,15 +163,34 @@ def parity_reward(completion: str, question: Question) -> float:
     return float(len(completion) % 2 == 0)
 
 
-def get_reward_fn(name: str, task: str) -> RewardFn:
-    """The verifier called ``name``; 'auto' picks exact for the generated arithmetic tasks, reasoning-gym's
-    scorer for 'reasoning_gym:' tasks and math-verify otherwise (files and hub datasets)."""
-    if name == "auto":
-        name = ("exact" if task in ("arithmetic", "arithmetic_mix")
-                else "reasoning_gym" if task.startswith("reasoning_gym:") else "math_verify")
+def get_reward_fn(name: str, task: str | None = None) -> RewardFn:
+    """The verifier called ``name`` (one of :data:`REWARD_NAMES`); 'auto' chooses per question.
+
+    ``task`` is accepted for existing callers and not consulted: questions carry their own source.
+    """
     if name not in _REWARDS:
         raise ValueError(f"unknown reward {name!r}; options: {', '.join(REWARD_NAMES)}")
     return _REWARDS[name]
+
+
+def explain(completion: str, question: Question, reward: str = "auto") -> dict[str, Any]:
+    """What verifier ``reward`` makes of one completion, for display.
+
+    Returns ``extracted`` (the answer it read, or None), ``reward`` (in [0, 1], as :class:`SafeReward`
+    scores it), ``is_correct`` (reward == 1), ``verifier`` (the name 'auto' resolved to), ``answer_format``
+    and ``error`` (None, or the verifier's exception as text, scored 0).
+    """
+    name = _auto_name(question) if reward == "auto" else reward
+    if name not in _CHECKS:
+        raise ValueError(f"unknown reward {reward!r}; options: {', '.join(REWARD_NAMES)}")
+    extracted, value, error = None, 0.0, None
+    try:
+        extracted, value = _CHECKS[name](completion, question)
+        value = min(1.0, max(0.0, _as_reward(value)))
+    except Exception as err:  # shown, as SafeReward would score it
+        error = f"{type(err).__name__}: {err}"
+    return {"extracted": extracted, "reward": value, "is_correct": value >= 1.0, "verifier": name,
+            "answer_format": answer_format(question), "error": error}
 
 
 class RewardValueError(ValueError):

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dotslab.data import (ARITHMETIC_MIX, BOXED_INSTRUCTION, INSTRUCTION, DataError, QuestionSet,
-                          arithmetic_mix_questions, arithmetic_questions, load_file, load_hf, load_task,
-                          reasoning_gym_questions, render_prompt, save_jsonl)
+from dotslab.answers import INSTRUCTIONS
+from dotslab.data import (ARITHMETIC_MIX, DataError, QuestionSet, arithmetic_mix_questions, arithmetic_questions,
+                          load_task, reasoning_gym_questions, render_prompt, save_jsonl)
+from dotslab.readers import load_file, load_hf
 from dotslab.records import Question
 
 ROWS = [{"id": i, "question": f"What is {i} + 1?", "answer": i + 1, "level": i % 3} for i in range(6)]
@@ -206,6 +207,44 @@ def test_save_jsonl_round_trips(tmp_path):
     assert list(back) == list(qs) and back[0].metadata == qs[0].metadata
 
 
+def test_file_sets_instruction_and_answer_format_per_row_or_per_file(tmp_path):
+    rows = [{"prompt": "Name the primary colours.", "answer": "red, yellow, blue", "answer_format": "list",
+             "instruction": "List them, separated by commas."},
+            {"prompt": "Capital of France?", "answer": "Paris"},
+            {"prompt": "What is 2 + 2?", "answer": 4, "metadata": {"answer_format": "number"}}]
+    path = write_jsonl(tmp_path / "f.jsonl", rows)
+    plain = SimpleNamespace(chat_template=None)
+    qs = load_file(path)
+    assert render_prompt(qs[0], plain) == "Name the primary colours. List them, separated by commas.\nAnswer:"
+    assert render_prompt(qs[1], plain) == "Capital of France? Give only the final answer.\nAnswer:"  # guessed: text
+    assert qs[2].metadata["answer_format"] == "number" and "instruction" not in qs[1].metadata
+    # a file-wide setting fills the rows that leave it unset; a row's own value wins
+    qs = load_file(path, answer_format="text", instruction="One word.")
+    assert [q.metadata["answer_format"] for q in qs] == ["list", "text", "number"]
+    assert [q.metadata["instruction"] for q in qs] == ["List them, separated by commas.", "One word.", "One word."]
+    # CSV leaves empty cells for unset values
+    pd.DataFrame([{"question": "Capital of Italy?", "answer": "Rome", "answer_format": "", "instruction": ""},
+                  {"question": "Primes below 6?", "answer": "2, 3, 5", "answer_format": "list", "instruction": ""}]
+                 ).to_csv(tmp_path / "f.csv", index=False)
+    qs = load_file(tmp_path / "f.csv", answer_format="text")
+    assert [q.metadata["answer_format"] for q in qs] == ["text", "list"]
+    assert all("instruction" not in q.metadata for q in qs)
+    save_jsonl(qs, tmp_path / "back.jsonl")
+    assert [q.metadata["answer_format"] for q in load_file(tmp_path / "back.jsonl")] == ["text", "list"]
+
+
+def test_file_answer_format_and_instruction_errors_name_the_row(tmp_path):
+    rows = [{"prompt": "a?", "answer": "a"}, {"prompt": "b?", "answer": "b", "answer_format": "words"}]
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 2: field 'answer_format' must be one of number, text, "
+                                        r"list, math, got 'words'"):
+        load_file(write_jsonl(tmp_path / "bad.jsonl", rows))
+    rows = [{"prompt": "a?", "answer": "a", "instruction": 3}]
+    with pytest.raises(DataError, match=r"line 1: field 'instruction' must be a string, got int"):
+        load_file(write_jsonl(tmp_path / "bad.jsonl", rows))
+    with pytest.raises(DataError, match=r"ok\.jsonl: answer_format must be one of .*, got 'float'"):
+        load_file(write_jsonl(tmp_path / "ok.jsonl", [{"prompt": "a?", "answer": "a"}]), answer_format="float")
+
+
 def test_load_hf_json_builder_and_disk(tmp_path):
     path = write_jsonl(tmp_path / "h.jsonl", ROWS)
     check_rows(load_hf("json", data_files=str(path), cache_dir=str(tmp_path / "cache")))
@@ -251,8 +290,9 @@ def test_load_task_file_and_hf(tmp_path):
     datasets.DatasetDict({"test": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "dd"))
     train, held = load_task(cfg(f"hf:{tmp_path / 'dd'}:test", eval_size=1))
     assert len(train) == 5 and len(held) == 1
-    assert train[0].metadata["instruction"] == BOXED_INSTRUCTION  # free-form math answers: ask for \boxed{}
-    assert "boxed" in render_prompt(train[0], SimpleNamespace(chat_template=None))
+    assert train[0].metadata["answer_format"] == "math"  # free-form math answers: ask for \boxed{}
+    assert render_prompt(train[0], SimpleNamespace(chat_template=None)).endswith(
+        " Reason step by step, and put your final answer within \\boxed{}.\nAnswer:")
     with pytest.raises(DataError, match="keep at least 1"):
         load_task(cfg(str(path), eval_size=6))
     with pytest.raises(DataError, match="unknown task"):
@@ -287,8 +327,10 @@ def test_render_prompt_with_and_without_chat_template():
     q = Question("a", "What is 1 + 2?", "3")
     template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    assert render_prompt(q, tiny_tokenizer(template)) == f"<|user|>What is 1 + 2?{INSTRUCTION}\n<|assistant|>"
-    assert render_prompt(q, tiny_tokenizer(None)) == f"What is 1 + 2?{INSTRUCTION}\nAnswer:"
+    instruction = "Give only the final answer as a number."
+    assert INSTRUCTIONS["number"] == instruction
+    assert render_prompt(q, tiny_tokenizer(template)) == f"<|user|>What is 1 + 2? {instruction}\n<|assistant|>"
+    assert render_prompt(q, tiny_tokenizer(None)) == f"What is 1 + 2? {instruction}\nAnswer:"
 
 
 # ---- fuzz: any JSONL loads or raises DataError -------------------------------------------

@@ -59,6 +59,10 @@ def test_exact_match(completion, answer, reward):
     ("$0.75$", "\\frac{3}{4}", 1.0),
     ("The answer is 18", "19", 0.0),
     ("", "19", 0.0),
+    ("The answer is 2", "2x+3", 0.0),  # the gold answer is read whole, not as its first number
+    ("The answer is $3 + 2x$.", "2x+3", 1.0),
+    ("The answer is x^2+1", "x^2 + 1", 1.0),  # LaTeX without $: read from the answer span
+    ("<answer>1/2</answer>", "0.5", 1.0),
 ])
 def test_math_verify_reward(completion, answer, reward):
     pytest.importorskip("math_verify")
@@ -77,17 +81,26 @@ def test_reasoning_gym_reward_is_binary():
 
 
 def test_get_reward_fn():
-    assert get_reward_fn("auto", "arithmetic") is exact_match
-    assert get_reward_fn("auto", "arithmetic_mix") is exact_match
-    # why: math-verify evaluates an echoed expression, so on arithmetic it rewards repeating the question
-    q = Question("q", "What is 12 - 5 + 3?", "10", {})
-    assert exact_match("12 - 5 + 3", q) == 0.0 and exact_match("12 - 5 + 3 = 10", q) == 1.0
-    assert get_reward_fn("auto", "data/arithmetic_sample.jsonl") is math_verify_reward   # a file: no way to know
-    assert get_reward_fn("auto", "reasoning_gym:chain_sum") is reasoning_gym_reward
-    assert get_reward_fn("auto", "hf:foo") is math_verify_reward
-    assert get_reward_fn("exact", "hf:foo") is exact_match
+    assert get_reward_fn("exact", "hf:foo") is exact_match  # explicit names keep their verifier
+    assert get_reward_fn("math_verify", "arithmetic") is math_verify_reward
+    assert get_reward_fn("reasoning_gym") is reasoning_gym_reward
     with pytest.raises(ValueError, match="options: auto, exact, math_verify"):
         get_reward_fn("fuzzy", "arithmetic")
+
+
+def test_auto_chooses_per_question_whatever_the_task_name():
+    pytest.importorskip("math_verify")
+    # why numbers never go to math-verify: it evaluates an echoed expression, so on arithmetic it rewards
+    # repeating the question
+    arithmetic = Question("q", "What is 12 - 5 + 3?", "10", {"task": "arithmetic"})
+    hub = Question("h", "Expand 2(x + 1) + 1.", "2x+3", {"answer_format": "math"})
+    words = Question("w", "Capital of France?", "Paris")  # no format: guessed from the answer
+    for task in ("arithmetic", "data/arithmetic_sample.jsonl", "hf:foo", None):  # the name is not consulted
+        auto = get_reward_fn("auto", task)
+        assert auto("12 - 5 + 3", arithmetic) == 0.0 and math_verify_reward("12 - 5 + 3", arithmetic) == 1.0
+        assert auto("12 - 5 + 3 = 10", arithmetic) == 1.0
+        assert auto("so it is $3 + 2x$", hub) == 1.0 and exact_match("so it is $3 + 2x$", hub) == 0.0
+        assert auto("The answer is: paris.", words) == 1.0 and auto("Lyon", words) == 0.0
 
 
 def test_safe_reward_passes_through_and_clamps():

@@ -47,7 +47,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, ConfigError
-from ..data import INSTRUCTION, QuestionSet, load_task, render_prompt
+from ..data import QuestionSet, load_task, render_prompt, user_message
 from ..embed import pool_embeddings
 from ..grpo import group_advantages_mean, group_advantages_std
 from ..metrics import JsonlLogger
@@ -105,7 +105,7 @@ def grpo_config_from(cfg: Config, *, num_processes: Optional[int] = None, **over
 def question_rows(questions: Sequence[Question], tokenizer: Any) -> list[dict[str, Any]]:
     """TRL dataset rows: the prompt dotslab renders (as chat messages when there is a template)."""
     chat = bool(getattr(tokenizer, "chat_template", None))
-    return [{"prompt": [{"role": "user", "content": q.prompt + INSTRUCTION}] if chat else render_prompt(q, tokenizer),
+    return [{"prompt": [{"role": "user", "content": user_message(q)}] if chat else render_prompt(q, tokenizer),
              "question_id": q.id} for q in questions]
 
 
