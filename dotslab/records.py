@@ -30,7 +30,8 @@ class Rollout:
     completion: str
     prompt_ids: torch.Tensor          # (P,) long, no padding
     completion_ids: torch.Tensor      # (C,) long, no padding; C may be 0
-    behaviour_logprobs: torch.Tensor  # (C,) float32, log μ(token) with logits / T
+    behaviour_logprobs: torch.Tensor | None  # (C,) float32, log μ(token) with logits / T; None: not computed
+    # (no loss term or replay needs it yet; the update fills it in for the rows it trains)
     reward: float
     is_correct: bool
 

@@ -112,10 +112,13 @@ class HFGenerateEngine:
 
 def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[Question], group_size: int,
                    reward: SafeReward, *, step: int, temperature: float, micro_batch_size: int = 16,
-                   autocast: bool = False, stopwatch: Stopwatch | None = None) -> list[Group]:
+                   autocast: bool = False, stopwatch: Stopwatch | None = None,
+                   behaviour_logprobs: bool = True) -> list[Group]:
     """Sample G completions per question, score them, and attach behaviour log-probs μ.
 
     With a ``stopwatch``, seconds in the reward function are charged to its 'time/reward' phase.
+    ``behaviour_logprobs=False`` skips the μ pass (rollouts carry None): the trainer's update computes
+    μ for the fresh rows it trains, and reference groups that are only labels never need it.
     """
     if not questions:
         return []
@@ -125,8 +128,8 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        mus = completion_logprobs(model, [s.prompt_ids for s in flat], [s.completion_ids for s in flat],
-                                  temperature, micro_batch_size, autocast)
+        mus = (completion_logprobs(model, [s.prompt_ids for s in flat], [s.completion_ids for s in flat],
+                                   temperature, micro_batch_size, autocast) if behaviour_logprobs else [None] * len(flat))
     model.train(was_training)
     groups, i = [], 0
     with stopwatch("time/reward") if stopwatch is not None else contextlib.nullcontext():
@@ -134,8 +137,8 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
             rollouts = []
             for s in samples:
                 r, ok = reward(s.text, q)
-                rollouts.append(Rollout(q.id, s.text, s.prompt_ids, s.completion_ids, mus[i].detach().float().cpu(),
-                                        r, ok))
+                mu = mus[i].detach().float().cpu() if mus[i] is not None else None
+                rollouts.append(Rollout(q.id, s.text, s.prompt_ids, s.completion_ids, mu, r, ok))
                 i += 1
             groups.append(Group(q, tuple(rollouts), step))
     return groups

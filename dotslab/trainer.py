@@ -132,12 +132,15 @@ class Run:
         return run
 
     # ---- the step's phases ----------------------------------------------------------------
-    def rollout(self, pool_indices: Sequence[int], step: int, clock: Stopwatch) -> list[Group]:
-        """G completions per question with rewards and behaviour log-probs μ (reward time to its own phase)."""
+    def rollout(self, pool_indices: Sequence[int], step: int, clock: Stopwatch, *,
+                behaviour_logprobs: bool = False) -> list[Group]:
+        """G completions per question with rewards (reward time to its own phase); μ only when asked for,
+        since the update computes it for the fresh rows it trains."""
         gcfg = self.cfg.grpo
-        return rollout_groups(self.engine, self.model, self.tokenizer, self.train_set.subset(pool_indices, allow_empty=True),
-                              gcfg.group_size, self.reward, step=step, temperature=gcfg.temperature,
-                              micro_batch_size=gcfg.micro_batch_size, autocast=gcfg.bf16_autocast, stopwatch=clock)
+        questions = self.train_set.subset(pool_indices, allow_empty=True)
+        return rollout_groups(self.engine, self.model, self.tokenizer, questions, gcfg.group_size, self.reward,
+                              step=step, temperature=gcfg.temperature, micro_batch_size=gcfg.micro_batch_size,
+                              autocast=gcfg.bf16_autocast, stopwatch=clock, behaviour_logprobs=behaviour_logprobs)
 
     def update(self, fresh: list[Group], replayed: list[Group], step: int):
         result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
@@ -213,11 +216,12 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         seed_everything(cfg.seed, step)
         # --- 1. predict difficulty: at a round start (DOTS methods) roll out and label the reference set
         references = planner.begin_step()
-        with clock("time/reference"):
-            reference_groups = run.rollout(references, step, clock)
+        with clock("time/reference"):  # μ only if a reference group may train later in the round
+            reference_groups = run.rollout(references, step, clock,
+                                           behaviour_logprobs=cfg.selection.reuse_reference_rollouts)
         # --- 2. select questions: d̂ for the pool, the round's DOTS draw (or uniform batches), replay picks
         plan = planner.plan_step(reference_groups=reference_groups)
-        # --- 3. rollout: G completions per fresh question, with behaviour log-probs μ
+        # --- 3. rollout: G completions per fresh question (their μ comes with the update's first forward)
         with clock("time/generation"):
             fresh = run.rollout(plan.fresh, step, clock) + planner.reused_groups(plan)
         # --- 4. score & advantages: rewards came with the rollouts; advantages are recomputed in the update
@@ -226,7 +230,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         # --- 6. policy update; then the fresh groups label the predictor and enter the buffer
         with clock("time/update"):
             update = run.update(fresh, replayed, step)
-        planner.record_fresh(fresh)
+        planner.record_fresh(update.fresh)  # with the μ the update computed, for the replay buffer
         # --- 7. log / eval / checkpoint
         record = run.finish_step(step, clock, update, fresh, started)
         bar.update(1)

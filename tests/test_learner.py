@@ -47,9 +47,10 @@ def direct_loss(model, groups, old_logp, clipped_tokens: list | None = None) -> 
         adv = (r - r.mean()) / (r.std() + 1e-6)  # unbiased std, as the config's 'std' advantage
         for j, ro in enumerate(g.rollouts):
             logp = direct_logprobs(model, ro)
+            mu = ro.behaviour_logprobs if ro.behaviour_logprobs is not None else old_logp[id(ro)]  # fresh: μ = π_old
             for t in range(len(ro.completion_ids)):
-                rho = torch.exp(logp[t] - ro.behaviour_logprobs[t])
-                c = torch.exp(old_logp[id(ro)][t] - ro.behaviour_logprobs[t])
+                rho = torch.exp(logp[t] - mu[t])
+                c = torch.exp(old_logp[id(ro)][t] - mu[t])
                 lo, hi = c * (1 - EPS), c * (1 + EPS)
                 clipped = torch.minimum(torch.maximum(rho, lo), hi)
                 terms.append(torch.maximum(-adv[j] * rho, -adv[j] * clipped))
@@ -160,3 +161,43 @@ def test_second_minibatch_clips_around_c(moved_policy_batch):
                   rng=np.random.default_rng(7))
     for (n, p), q in zip(model.named_parameters(), expected.parameters()):
         assert torch.allclose(p, q, atol=1e-4, rtol=1e-3), n
+
+
+def without_behaviour(group: Group) -> Group:
+    return dataclasses.replace(group, rollouts=tuple(dataclasses.replace(r, behaviour_logprobs=None)
+                                                     for r in group.rollouts))
+
+
+def test_fresh_rows_without_mu_and_rows_without_spread_give_the_same_update(moved_policy_batch):
+    """μ computed inside the update (first forward / a no-grad pass), zero-advantage rows skipped but counted."""
+    model0, fresh, replayed = moved_policy_batch
+    flat = with_rewards(fresh[0], [1, 1, 1])                        # no reward spread: A = 0 on every row
+    fresh_no_mu = [without_behaviour(g) for g in fresh] + [without_behaviour(flat)]
+    groups = fresh_no_mu + replayed
+    model = load_policy("tiny", seed=3)[0]
+    model.load_state_dict(model0.state_dict())
+    with torch.no_grad():
+        old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
+    lr, cfg = 2.0, dataclasses.replace(grpo_cfg(len(groups)), minibatch_questions=2)
+
+    expected = load_policy("tiny", seed=3)[0]
+    expected.load_state_dict(model0.state_dict())
+    order = np.random.default_rng(11).permutation(len(groups))
+    # fresh groups both in the first minibatch (μ from its forward) and later (μ from the no-grad pass)
+    assert {0, 1} & set(order[:2].tolist()) and {0, 1} & set(order[2:].tolist())
+    for k in range(0, len(groups), 2):
+        expected.zero_grad()
+        direct_loss(expected, [groups[i] for i in order[k:k + 2]], old).backward()
+        with torch.no_grad():
+            for p in expected.parameters():
+                p.sub_(lr * p.grad if p.grad is not None else 0)
+
+    res = policy_update(model, torch.optim.SGD(model.parameters(), lr=lr), fresh_no_mu, replayed, cfg, step=2,
+                        rng=np.random.default_rng(11))
+    for (n, p), q in zip(model.named_parameters(), expected.parameters()):
+        assert torch.allclose(p, q, atol=1e-4, rtol=1e-3), n
+    # the buffer gets μ = π_old(start parameters) for every row of a group with spread, nothing for the flat one
+    for sent, back in zip(fresh_no_mu[:2], res.fresh[:2]):
+        for r_in, r_out in zip(sent.rollouts, back.rollouts):
+            assert torch.allclose(r_out.behaviour_logprobs, old[id(r_in)], atol=1e-5)
+    assert all(r.behaviour_logprobs is None for r in res.fresh[2].rollouts)
