@@ -152,6 +152,9 @@ class Config:
     """Evaluate held-out pass rate every this many steps (and at step 0 and the end); 0 disables."""
     eval_samples: int = 2
     """Completions per held-out question at evaluation (pass rate = mean over them)."""
+    eval_greedy: bool = False
+    """Evaluate with one greedy (argmax) completion per question instead of ``eval_samples`` samples:
+    no sampling noise, so two runs' evaluations differ only by what the policies learned."""
     target_pass_rate: float = 0.0
     """Held-out pass rate whose first crossing is logged as time-to-target (0: not tracked)."""
     checkpoint_every: int = 5

@@ -109,7 +109,9 @@ class Run:
         planner = RoundPlanner(cfg, train_set, embeddings, replay_shortfall="partial")
         run_dir = ckpt.prepare_run_dir(cfg, resume=resume)
         gcfg = cfg.grpo
-        optimizer = torch.optim.AdamW(model.parameters(), lr=gcfg.learning_rate, weight_decay=gcfg.weight_decay)
+        # foreach=False: the multi-tensor step would hold a temporary copy of every parameter at once
+        optimizer = torch.optim.AdamW(model.parameters(), lr=gcfg.learning_rate, weight_decay=gcfg.weight_decay,
+                                      foreach=False)
         ref_model = copy.deepcopy(model).eval() if gcfg.kl_coef > 0 else None
         reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
         run = cls(cfg, run_dir, train_set, eval_set, model, tokenizer, make_engine(cfg, model, tokenizer, run_dir),
@@ -151,7 +153,8 @@ class Run:
     def evaluate(self, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         seed_everything(self.cfg.seed + 7919, step)  # eval sampling must not shift the training RNG stream
-        rate = evaluate_pass_rate(self.engine, self.tokenizer, list(self.eval_set), self.cfg.eval_samples, self.reward)
+        rate = evaluate_pass_rate(self.engine, self.tokenizer, list(self.eval_set), self.cfg.eval_samples, self.reward,
+                                  greedy=self.cfg.eval_greedy)
         out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0}
         s = self.state
         if self.cfg.target_pass_rate > 0 and s.to_target is None and rate >= self.cfg.target_pass_rate:

@@ -1,0 +1,178 @@
+"""Shared-prompt forward passes: a group's G completions reuse one pass over their common prompt.
+
+Not from the paper; a cost decision for CPU (and any HF-generate run). In a GRPO group the G rows
+share the prompt, and with a chat template the prompt is most of each row (about 50 of 70 tokens
+for the arithmetic tasks). Attention is causal, so the prompt's keys and values do not depend on
+what follows; computing them once per group and letting every completion attend to them gives
+the same log-probs and the same gradients as G full forward passes (the gradient through the
+shared prompt is the sum over the rows, exactly as in separate passes), for P + G·C tokens of work
+instead of G·(P + C).
+
+  - :func:`completion_logprobs`: log π(c_t | prompt, c_<t) at logits / T, with or without grad;
+    it gives μ, π_old and π_θ alike (METHOD §5), so all three use the same numerics.
+  - :func:`sample_completions`: temperature / top-p sampling (or greedy) of n completions per
+    prompt, prefilling each prompt once.
+
+Decisions:
+  1. Prompts are left-padded within a pass, completions right-padded after them; position ids are
+     each row's true positions, so padding changes no number that reaches a real token.
+  2. The LM head runs only at positions that predict completion tokens (the last prompt position and
+     the completion's own positions), never over prompt positions.
+  3. Top-p keeps the most likely tokens until their mass reaches p (at least one); no top-k.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch
+
+
+def _cache_keyword(base) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); accept both."""
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def _left_pad(rows: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (U, P), mask (U, P)) with each row right-aligned."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
+    return ids.to(device), mask.to(device)
+
+
+def encode_prompts(base, prompts: Sequence[torch.Tensor], device):
+    """One pass over U prompts: (last prompt hidden state (U, H), cache, prompt mask (U, P), lengths (U,))."""
+    ids, mask = _left_pad(prompts, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)                              # (U, P)
+    out = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    lengths = mask.sum(-1)                                                      # (U,)
+    return out.last_hidden_state[:, -1], _returned_cache(out), mask, lengths
+
+
+def continue_from(base, cache, prompt_mask: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
+                  start: torch.Tensor) -> torch.Tensor:
+    """Hidden states (R, L, H) of ``tokens`` (R, L) after the cached prompts; the cache grows by L."""
+    mask = torch.cat([prompt_mask, token_mask], dim=1)                          # (R, P + L)
+    positions = start[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
+    out = base(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+               **{_cache_keyword(base): cache})
+    return out.last_hidden_state
+
+
+def _units(prompt_ids: Sequence[torch.Tensor], limit: int) -> list[tuple[torch.Tensor, list[int]]]:
+    """Rows grouped by identical prompt, in first-seen order; a group larger than ``limit`` is split."""
+    by_prompt: dict[tuple, list[int]] = {}
+    for i, p in enumerate(prompt_ids):
+        by_prompt.setdefault(tuple(p.tolist()), []).append(i)
+    return [(prompt_ids[rows[0]], rows[k:k + limit]) for rows in by_prompt.values() for k in range(0, len(rows), limit)]
+
+
+def completion_logprobs(model, prompt_ids: Sequence[torch.Tensor], completion_ids: Sequence[torch.Tensor],
+                        temperature: float, micro_batch_size: int = 16,
+                        autocast: bool = False) -> list[torch.Tensor]:
+    """log π(c_t | prompt, c_<t) at logits / T for every completion token, one (C_i,) tensor per row.
+
+    Grads flow if enabled. Rows with the same prompt share one prompt pass; a pass holds at most
+    ``micro_batch_size`` rows. Empty completions give empty tensors.
+    """
+    base, head = model.base_model, model.get_output_embeddings()
+    device = next(model.parameters()).device
+    out: list[torch.Tensor | None] = [None] * len(prompt_ids)
+    for i, c in enumerate(completion_ids):
+        if len(c) == 0:
+            out[i] = torch.zeros(0, device=device)
+    live = [i for i in range(len(prompt_ids)) if len(completion_ids[i]) > 0]
+    units = [(p, [live[j] for j in rows]) for p, rows in _units([prompt_ids[i] for i in live], micro_batch_size)]
+    batch: list = []
+    for unit in units + [None]:
+        if batch and (unit is None or sum(len(r) for _, r in batch) + len(unit[1]) > micro_batch_size):
+            _logprobs_pass(base, head, batch, completion_ids, temperature, autocast, device, out)
+            batch = []
+        if unit is not None:
+            batch.append(unit)
+    return out
+
+
+def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, device, out) -> None:
+    rows = [i for _, r in units for i in r]
+    owner = torch.tensor([u for u, (_, r) in enumerate(units) for _ in r], device=device)   # (R,)
+    comps = [completion_ids[i].to(device) for i in rows]
+    width = max(len(c) for c in comps)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    token_mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    for k, c in enumerate(comps):
+        tokens[k, :len(c)], token_mask[k, :len(c)] = c, 1
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        last, cache, prompt_mask, lengths = encode_prompts(base, [p for p, _ in units], device)
+        cache.batch_select_indices(owner)
+        hidden = continue_from(base, cache, prompt_mask[owner], tokens, token_mask, lengths[owner])   # (R, L, H)
+        # completion token t is predicted by the last prompt position (t = 0) or by completion position t - 1
+        picked = torch.cat([torch.cat([last[owner[k]][None], hidden[k, :len(c) - 1]]) for k, c in enumerate(comps)])
+        logits = head(picked).float() / temperature                                                # (n_tok, V)
+    targets = torch.cat(comps)
+    logp = logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)          # (n_tok,)
+    for i, part in zip(rows, logp.split([len(c) for c in comps])):
+        out[i] = part
+
+
+def _sample_token(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool) -> torch.Tensor:
+    """One token per row from softmax(logits / T) restricted to the top-p mass (or the argmax); (R,)."""
+    if greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)                         # (R, V)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p                          # mass before it already >= p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        return order.gather(1, torch.multinomial(sorted_p, 1)).squeeze(1)
+    return torch.multinomial(probs, 1).squeeze(1)
+
+
+@torch.no_grad()
+def sample_completions(model, prompt_ids: Sequence[torch.Tensor], n: int, *, max_new_tokens: int,
+                       temperature: float, top_p: float, eos_token_id: int, autocast: bool = False,
+                       greedy: bool = False, max_rows: int = 64) -> list[list[torch.Tensor]]:
+    """n completions per prompt (token ids, cut after the first EOS, which is kept); one prefill per prompt.
+
+    Uses torch's global RNG (seeded by the trainer each step). ``max_rows`` bounds the rows decoded together.
+    """
+    base, head = model.base_model, model.get_output_embeddings()
+    device = next(model.parameters()).device
+    per_chunk = max(1, max_rows // n)
+    results: list[list[torch.Tensor]] = []
+    for start in range(0, len(prompt_ids), per_chunk):
+        chunk = prompt_ids[start:start + per_chunk]
+        owner = torch.arange(len(chunk), device=device).repeat_interleave(n)    # (R,)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            last, cache, prompt_mask, lengths = encode_prompts(base, chunk, device)
+            cache.batch_select_indices(owner)
+            logits = head(last).float()[owner]                                  # (R, V)
+            mask, position = prompt_mask[owner], lengths[owner]
+            done = torch.zeros(len(owner), dtype=torch.bool, device=device)
+            steps = []
+            for _ in range(max_new_tokens):
+                token = _sample_token(logits, temperature, top_p, greedy)
+                token = torch.where(done, torch.full_like(token, eos_token_id), token)
+                steps.append(token)
+                alive = ~done
+                done = done | (token == eos_token_id)
+                if bool(done.all()) or len(steps) == max_new_tokens:
+                    break
+                hidden = continue_from(base, cache, mask, token[:, None], alive.long()[:, None], position)
+                mask, position = torch.cat([mask, alive.long()[:, None]], dim=1), position + 1
+                logits = head(hidden[:, -1]).float()
+        tokens = torch.stack(steps, dim=1).cpu() if steps else torch.zeros(len(owner), 0, dtype=torch.long)
+        for u in range(len(chunk)):
+            group = []
+            for row in tokens[u * n:(u + 1) * n]:
+                hits = (row == eos_token_id).nonzero()
+                group.append(row[: int(hits[0]) + 1] if len(hits) else row)
+            results.append(group)
+    return results
