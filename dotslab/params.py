@@ -48,8 +48,9 @@ def parse_value(text: str, key: str | None = None, kind: str | None = None) -> A
     With a known type (``kind``, or the type of Config field ``key``): 'str' keeps the text (quotes
     removed); 'int' reads ``12`` or ``1_000``; 'float' reads ``3e-5``, ``.5``, ``inf``; 'bool' reads
     true/false, yes/no, on/off, 1/0. A value that does not fit raises ConfigError naming the key.
-    Without one: true/false -> bool, none/null -> None, integers, floats (``1e-3`` too), ``[1, 2]`` /
-    ``{"a": 1}`` / quoted strings as Python or JSON literals; anything else stays the text.
+    Without one (or with ``kind="literal"``, for keys that are not Config fields even if a name matches):
+    true/false -> bool, none/null -> None, integers, floats (``1e-3`` too), ``[1, 2]`` / ``{"a": 1}`` /
+    quoted strings as Python or JSON literals; anything else (``no``, ``colocate``) stays the text.
     """
     kind = kind or field_types().get(key or "")
     t = text.strip()
