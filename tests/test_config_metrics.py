@@ -1,16 +1,14 @@
-"""Config validation and conversion; metrics JSONL; atomic checkpoints; packaging consistency.
+"""Config validation, parsing and presets; notebook configs; metrics JSONL; atomic checkpoints.
 
 Run: .venv/bin/python -m pytest tests/test_config_metrics.py
 """
 import dataclasses
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from dotslab.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from dotslab.config import Config, ConfigError, from_namespace, paper, tiny
@@ -227,18 +225,3 @@ def test_glossary_matches_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z_]+/[a-z_]+|step)` \|", readme, flags=re.M))
     assert documented == set(GLOSSARY), (set(GLOSSARY) - documented, documented - set(GLOSSARY))
-
-
-def _names(reqs):
-    return {re.split(r"[<>=!\[ ]", r.strip(), maxsplit=1)[0].lower() for r in reqs}
-
-
-def test_environment_yml_matches_pyproject():
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "python=3.11" in env["dependencies"] and env["channels"]
-    declared = set(py["dependencies"]) | set(py["optional-dependencies"]["dev"]) | set(py["optional-dependencies"]["trl"])
-    pinned = {r for r in pip_list if not r.startswith("-e")}
-    assert pinned == declared, (pinned ^ declared)
-    assert _names(py["optional-dependencies"]["gpu"]) == {"vllm"}
