@@ -12,6 +12,8 @@ Decisions:
   1. In a kernel, the parameters cell and the cells after it are read from IPython's input history
      (``In``), not from ``globals()``: a later cell's loop variables (``for alpha, tau in ...``) or a
      reassigned name cannot leak into the config, and running the config cell again is harmless.
+     Without history (nbval) only the parameters cell's annotated names are read, from globals(),
+     and count as explicit.
   2. ``cpu_demo`` names no field, so under the notebooks' default preset their own values stand; when
      another preset replaces parameters-cell values, the config cell prints which (never silently).
   3. :func:`parse_value` is the one parser of command-line values (``dotslab train``, the TRL recipe,
@@ -127,24 +129,25 @@ def cells_from_history(namespace: Mapping[str, Any]) -> tuple[dict[str, Any], di
 
     The parameters cell is the last executed cell made only of ``name: type = literal`` lines; explicit
     values are those of ``name = literal``-only cells executed after it (papermill's injected cell).
-    Without IPython history, the namespace's public literals all count as explicit.
+    A kernel that keeps no history (nbval runs cells with ``store_history=False``) falls back to the
+    annotated names in ``globals()``, all counted as explicit; a plain namespace without ``In`` or
+    annotations, to its public literals.
     """
     history = namespace.get("In")
-    if not isinstance(history, list):
-        names = namespace.get("__annotations__") or [k for k in namespace if not k.startswith("_")]
-        return {}, {k: namespace[k] for k in names
-                    if k in namespace and isinstance(namespace[k], (str, int, float, bool))}
-    for i in range(len(history) - 1, -1, -1):
+    for i in range(len(history) - 1, -1, -1) if isinstance(history, list) else ():
         cell = literal_assignments(history[i], annotated=True)
         if cell is not None:
-            break
-    else:
+            explicit: dict[str, Any] = {}
+            for source in history[i + 1:]:
+                explicit.update(literal_assignments(source, annotated=False) or {})
+            return cell, explicit
+    names = namespace.get("__annotations__") or ([] if isinstance(history, list) else
+                                                  [k for k in namespace if not k.startswith("_")])
+    if not names:
         raise ConfigError("no parameters cell has run in this kernel: run the notebook's first code cell "
                           "(tagged 'parameters') before building the config")
-    explicit: dict[str, Any] = {}
-    for source in history[i + 1:]:
-        explicit.update(literal_assignments(source, annotated=False) or {})
-    return cell, explicit
+    return {}, {k: namespace[k] for k in names
+                if k in namespace and isinstance(namespace[k], (str, int, float, bool))}
 
 
 # ---- the layering rule ----------------------------------------------------------------------------------

@@ -156,7 +156,15 @@ def test_running_the_config_cell_again_is_harmless():
 
 def test_config_cell_without_a_parameters_cell_says_so():
     with pytest.raises(ConfigError, match="no parameters cell has run"):
-        from_namespace({"In": ["", "x = 1"]})
+        from_namespace({"In": ["", "x = 1"], "x": 1})
+
+
+def test_without_input_history_the_annotated_names_count_as_explicit():
+    """nbval runs cells with store_history=False: `In` stays empty, annotations still record the cell's names."""
+    ns = {"In": [""], "__annotations__": {"preset": str, "total_steps": int, "resume": bool},
+          "preset": "tiny", "total_steps": 3, "resume": False, "alpha": 0.5, "tau": 1e-3}
+    cfg = from_namespace(ns, exclude=("resume",))
+    assert cfg == Config.from_flat({"preset": "tiny", "total_steps": 3})
 
 
 def test_paper_preset_values():
