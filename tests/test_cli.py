@@ -123,10 +123,14 @@ def test_resume_with_changed_values_says_there_is_nothing_to_resume(tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 1  # no new folder
 
 
-def test_fresh_start_on_a_run_is_refused(tmp_path):
+def test_fresh_start_on_a_run_is_refused_and_restart_starts_over(tmp_path):
     run = _fake_run(tmp_path)
     p = run_cli(tmp_path, "-p", "preset", "tiny")
     assert p.returncode == 2 and f"runs/{run.name} already holds a run" in p.stderr and "--restart" in p.stderr
+    p = run_cli(tmp_path, "-p", "preset", "tiny", "-p", "total_steps", "1", "--restart")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [c.name for c in (run / "checkpoints").iterdir()] == ["step-000001.pt"]
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
