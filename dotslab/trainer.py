@@ -29,8 +29,8 @@ from .config import Config
 from .data import DataError, load_task
 from .embed import make_embedder
 from .learner import policy_update
-from .metrics import JsonlLogger, clean_record, pass_rate_histogram, read_jsonl, truncate_after_step
-from .models import cache_root, load_policy
+from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, pass_rate_histogram, read_jsonl, truncate_after_step
+from .models import cache_root, check_prompt_lengths, load_policy
 from .predictor import OnlinePredictor, choose_reference_set, prediction_quality
 from .replay import RolloutReplayBuffer
 from .rewards import RewardFn, SafeReward, get_reward_fn
@@ -100,6 +100,12 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     ``progress``: True (a notebook widget or terminal bar, whichever fits), "text" (a plain bar on
     stderr, which papermill relays to the terminal), or False.
     """
+    with ckpt.RunGuard() as guard:  # the run folder's lock for the whole run; Ctrl-C stops cleanly
+        return _train(cfg, guard, hooks=hooks, resume=resume, progress=progress, reward_fn=reward_fn)
+
+
+def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: bool, progress: bool | str,
+           reward_fn: RewardFn | None) -> RunResult:
     if progress == "text":
         from tqdm.std import tqdm
     else:
@@ -108,11 +114,13 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     seed_everything(cfg.seed, 0)
     train_set, eval_set = load_task(cfg)
     _check_sizes(cfg, len(train_set))
-    run_dir = ckpt.prepare_run_dir(cfg, resume=resume)
     model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
+    check_prompt_lengths(tokenizer, model, (train_set, eval_set), cfg.grpo.max_new_tokens)
+    run_dir = guard.open(cfg, resume=resume)
     model.to(cfg.torch_device)
     g = cfg.grpo
-    reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
+    clamped = OutOfRangeCounter(reward_fn or get_reward_fn(cfg.reward, cfg.task))
+    reward = SafeReward(clamped)
     optimizer = torch.optim.AdamW(model.parameters(), lr=g.learning_rate, weight_decay=g.weight_decay)
     ref_model = copy.deepcopy(model).eval() if g.kl_coef > 0 else None
     buffer = RolloutReplayBuffer(cfg.replay.buffer_capacity, filter_on_write=cfg.replay.filter_on_write)
@@ -127,7 +135,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
 
     engine = make_engine(cfg, model, tokenizer, run_dir)
     metrics_path = run_dir / "metrics.jsonl"
-    found = ckpt.latest_checkpoint(run_dir) if resume else None
+    found = ckpt.load_for_resume(run_dir, cfg) if resume else None
     if found is not None:
         _, saved = found
         model.load_state_dict(saved["model"])
@@ -158,7 +166,8 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         t0 = time.perf_counter()
         seed_everything(cfg.seed + 7919, step)  # eval sampling must not shift the training RNG stream
         rate = evaluate_pass_rate(engine, tokenizer, list(eval_set), cfg.eval_samples, reward)
-        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0}
+        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0,
+               "eval/reward_errors": reward.pop_error_count(), "eval/reward_clamped": clamped.pop_count()}
         if cfg.target_pass_rate > 0 and state.to_target is None and rate >= cfg.target_pass_rate:
             state.to_target = {"time/to_target": state.elapsed,
                                "rollout/generations_to_target": state.total_generations, "step": step}
@@ -171,7 +180,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
         ckpt.save_checkpoint(run_dir, step, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "buffer": buffer.state_dict(),
             "sampler": sampler.state_dict(), "predictor": predictor.state_dict() if predictor else None,
-            "state": vars(state).copy(), "record": clean_record(record)})
+            "state": vars(state).copy(), "record": clean_record(record)}, cfg=cfg)
         return time.perf_counter() - t0
 
     if state.step == 0 and cfg.eval_every > 0 and eval_set:
@@ -258,7 +267,7 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
                     "train/completion_tokens": float(np.mean([len(r.completion_ids) for gr in fresh for r in gr.rollouts])),
                     "rollout/frac_zero_std": zero_var, "select/zero_variance_frac": zero_var,
                     "rollout/pass_rate_hist": pass_rate_histogram([gr.pass_rate for gr in fresh], g.group_size),
-                    "rollout/reward_errors": reward.pop_error_count()})
+                    "rollout/reward_errors": reward.pop_error_count(), "rollout/reward_clamped": clamped.pop_count()})
         if state.round_prediction is not None and cfg.uses_selection:
             ids = [train_set.index_of(gr.question.id) for gr in fresh]
             predicted = np.array(state.round_prediction)[ids]
