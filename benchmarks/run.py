@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "for targets; overhead reads dots_rr)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's; cpu: all cores)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="override training Config keys (YAML values), e.g. --set total_steps=2 eval_size=8")
+                    help="override training Config keys (parsed by type, as dotslab train -p), e.g. --set total_steps=2 eval_size=8")
     ap.add_argument("--readme", nargs="?", const=str(REPO / "README.md"), default=None, metavar="PATH",
                     help="also write the tables and figure into PATH's block for this config "
                          "(default PATH: the repository's README.md)")
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         bench = dataclasses.replace(bench, torch_threads=args.threads)
     if args.set:
-        import yaml
         from dotslab.config import Config
+        from dotslab.params import parse_value
 
         pairs = dict(kv.split("=", 1) for kv in args.set)
         bench = dataclasses.replace(bench, train=Config.from_flat(
-            {k: yaml.safe_load(v) for k, v in pairs.items()}, base=bench.train))
+            {k: parse_value(v, k) for k, v in pairs.items()}, base=bench.train))
     import torch
 
     threads_before = torch.get_num_threads()

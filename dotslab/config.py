@@ -6,7 +6,8 @@ Fine-tuning Through Difficulty-targeted Online Data Selection and Rollout Replay
 
 Field names are unique across sections, so a flat mapping (a papermill parameters cell, a CLI
 ``-p key value``) converts without ambiguity: ``Config.from_flat({...})``. Unknown keys and
-out-of-range values raise :class:`ConfigError` naming the key.
+out-of-range values raise :class:`ConfigError` naming the key; every field has a range in ``RANGES``.
+A preset is the set of fields it names (``PRESET_VALUES``); values given next to it win over it.
 
 Deviations (dotslab decisions, see shared METHOD.md):
   1. Presets ``cpu_demo`` and ``tiny`` shrink the paper's sizes but keep the ratios K/B = 1/2,
@@ -20,12 +21,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 METHODS = ("grpo", "dots", "rr", "dots_rr")
 REFERENCE_STRATEGIES = ("random", "diverse", "stratified")
 PREDICTOR_MODES = ("paper", "history")
+REWARDS = ("auto", "exact", "math_verify", "reasoning_gym", "text", "list")
+"""Reward names (``dotslab.rewards.REWARD_NAMES``; a test keeps the two equal)."""
 
 
 class ConfigError(ValueError):
@@ -159,6 +164,8 @@ class Config:
     """Held-out pass rate whose first crossing is logged as time-to-target (0: not tracked)."""
     checkpoint_every: int = 5
     """Write a resumable checkpoint every this many steps (and at the end); 0 writes none (benchmarks)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in checkpoints/; with 2 or more, an unreadable newest one falls back to the one before."""
     max_bad_steps: int = 3
     """Stop the run after this many consecutive steps with non-finite loss or gradients."""
     seed: int = 0
@@ -209,7 +216,7 @@ class Config:
 
     def short_hash(self) -> str:
         d = self.to_dict()
-        for k in ("run_name", "run_root", "total_steps", "device"):
+        for k in RUN_ONLY:
             d.pop(k)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:6]
 
@@ -234,17 +241,18 @@ class Config:
     @classmethod
     def from_flat(cls, params: Mapping[str, Any], *, base: "Config | None" = None,
                   ignore_private: bool = True) -> "Config":
-        """Build a config from flat ``key: value`` pairs (e.g. a notebook's ``locals()``).
+        """Build a config from flat ``key: value`` pairs: ``base`` (default: the Config defaults), then the
+        fields that ``preset`` names, then every other pair, so explicit values win over the preset.
 
-        Keys starting with '_' and the key 'preset' (which picks ``base``) are skipped when
-        ``ignore_private``; any other unknown key raises ConfigError naming it.
+        Keys starting with '_' are skipped when ``ignore_private``; an unknown key raises ConfigError naming it.
         """
         params = dict(params)
         if ignore_private:
             params = {k: v for k, v in params.items() if not k.startswith("_")}
         preset = params.pop("preset", None)
-        if base is None:
-            base = PRESETS[preset]() if preset else cls()
+        if preset:
+            params = {**preset_values(preset), **params}
+        base = cls() if base is None else base
         top = {f.name for f in dataclasses.fields(cls)} - set(_SECTIONS)
         section_kw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
         top_kw: dict[str, Any] = {}
@@ -266,6 +274,9 @@ class Config:
 
 
 _SECTIONS = ("grpo", "predictor", "selection", "replay")
+RUN_ONLY = ("run_name", "run_root", "total_steps", "device", "keep_checkpoints")
+"""Fields that say where and how long a run goes, not what it learns: left out of the derived run name,
+and free to change when a run is resumed."""
 _SECTION_TYPES = {"grpo": GRPOConfig, "predictor": PredictorConfig,
                   "selection": SelectionConfig, "replay": ReplayConfig}
 _FIELD_TO_SECTION = {f.name: s for s, t in _SECTION_TYPES.items() for f in dataclasses.fields(t)}
@@ -289,64 +300,139 @@ def _typed_replace(obj: Any, kw: Mapping[str, Any]) -> Any:
     return dataclasses.replace(obj, **kw)
 
 
-def _check(ok: bool, msg: str) -> None:
-    if not ok:
-        raise ConfigError(msg)
+@dataclass(frozen=True)
+class Range:
+    """A field's allowed values: ``ok(value)`` and the words that say so in an error."""
+    text: str
+    ok: Callable[[Any], bool]
+
+
+def at_least(lo: int | float) -> Range:
+    return Range(f">= {lo}", lambda v: math.isfinite(v) and v >= lo)
+
+
+def interval(lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = False) -> Range:
+    """[lo, hi] with either end open; ``hi = inf`` (open or not) allows only finite values unless closed."""
+    text = "> 0" if (lo, hi, open_lo) == (0, math.inf, True) else \
+        f"in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+    return Range(text, lambda v: (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi))
+
+
+def one_of(*options: Any) -> Range:
+    return Range(f"one of {options}", lambda v: v in options)
+
+
+def matching(pattern: str, text: str) -> Range:
+    return Range(text, lambda v: re.fullmatch(pattern, v) is not None)
+
+
+POSITIVE = interval(0, math.inf, open_lo=True, open_hi=True)  # finite and > 0
+UNIT = interval(0, 1)
+NON_EMPTY = Range("a non-empty string", lambda v: bool(v.strip()))
+
+RANGES: dict[str, Range] = {
+    # GRPO
+    "group_size": at_least(2), "questions_per_step": at_least(1), "minibatch_questions": at_least(1),
+    "learning_rate": interval(0, 1, open_lo=True), "weight_decay": UNIT, "clip_eps": interval(0, 1, open_lo=True, open_hi=True),
+    "kl_coef": at_least(0), "max_grad_norm": Range("> 0 (inf: no clipping)", lambda v: v > 0),
+    "temperature": POSITIVE, "top_p": interval(0, 1, open_lo=True), "max_new_tokens": at_least(1),
+    "advantage": one_of("std", "mean"), "aggregation": one_of("token", "sequence"), "micro_batch_size": at_least(1),
+    "rollout_engine": one_of("hf", "vllm"), "bf16_autocast": one_of(True, False),
+    # predictor
+    "reference_set_size": at_least(2), "reference_strategy": one_of(*REFERENCE_STRATEGIES), "embedder": NON_EMPTY,
+    "adapter_hidden_size": at_least(1), "attention_temperature": POSITIVE, "affine_correction": one_of(True, False),
+    "adapter_learning_rate": interval(0, 1, open_lo=True), "adapter_steps_per_round": at_least(0),
+    "min_labels_to_train": at_least(1), "label_history": at_least(1), "predictor_mode": one_of(*PREDICTOR_MODES),
+    "history_window": at_least(1), "history_decay": interval(0, 1, open_lo=True), "history_prior_strength": POSITIVE,
+    "later_reference_set_size": at_least(-1),
+    # selection
+    "target_difficulty": UNIT, "selection_temperature": POSITIVE, "steps_per_round": at_least(1),
+    "reuse_reference_rollouts": one_of(True, False),
+    # replay
+    "fresh_fraction": UNIT, "buffer_capacity": at_least(1), "filter_on_write": one_of(True, False),
+    # run
+    "method": one_of(*METHODS), "policy": NON_EMPTY, "task": NON_EMPTY, "train_size": at_least(1),
+    "eval_size": at_least(0), "reward": one_of(*REWARDS), "total_steps": at_least(0),
+    "eval_every": at_least(0), "eval_samples": at_least(1), "eval_greedy": one_of(True, False), "target_pass_rate": UNIT,
+    "checkpoint_every": at_least(0), "keep_checkpoints": at_least(1), "max_bad_steps": at_least(1),
+    "seed": interval(0, 2**32 - 1), "device": matching(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, mps, cuda[:N] or xpu[:N]"),
+    "run_root": NON_EMPTY,
+    "run_name": matching(r"|(?!\.\.?$)[^/\\\x00]+", "empty (derived) or a folder name without '/'"),
+}
+"""Every field's range; a new field needs an entry here (tests/test_config_metrics.py checks that)."""
+SYMBOLS = {"group_size": "G", "questions_per_step": "B", "reference_set_size": "K", "clip_eps": "epsilon",
+           "kl_coef": "beta", "target_difficulty": "alpha", "selection_temperature": "tau",
+           "steps_per_round": "mu", "fresh_fraction": "delta", "buffer_capacity": "C"}
 
 
 def _validate(c: Config) -> None:
-    g, p, s, r = c.grpo, c.predictor, c.selection, c.replay
-    _check(c.method in METHODS, f"method must be one of {METHODS}, got {c.method!r}")
-    _check(g.group_size >= 2, f"group_size (G) must be >= 2, got {g.group_size}")
-    _check(g.questions_per_step >= 1, f"questions_per_step (B) must be >= 1, got {g.questions_per_step}")
-    _check(1 <= g.minibatch_questions, f"minibatch_questions must be >= 1, got {g.minibatch_questions}")
-    _check(g.learning_rate > 0, f"learning_rate must be > 0, got {g.learning_rate}")
-    _check(0 < g.clip_eps < 1, f"clip_eps must be in (0, 1), got {g.clip_eps}")
-    _check(g.kl_coef >= 0, f"kl_coef must be >= 0, got {g.kl_coef}")
-    _check(g.temperature > 0, f"temperature must be > 0, got {g.temperature}")
-    _check(0 < g.top_p <= 1, f"top_p must be in (0, 1], got {g.top_p}")
-    _check(g.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {g.max_new_tokens}")
-    _check(g.advantage in ("std", "mean"), f"advantage must be 'std' or 'mean', got {g.advantage!r}")
-    _check(g.aggregation in ("token", "sequence"), f"aggregation must be 'token' or 'sequence', got {g.aggregation!r}")
-    _check(g.rollout_engine in ("hf", "vllm"), f"rollout_engine must be 'hf' or 'vllm', got {g.rollout_engine!r}")
-    _check(g.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {g.micro_batch_size}")
-    _check(p.reference_set_size >= 2, f"reference_set_size (K) must be >= 2, got {p.reference_set_size}")
-    _check(p.reference_strategy in REFERENCE_STRATEGIES,
-           f"reference_strategy must be one of {REFERENCE_STRATEGIES}, got {p.reference_strategy!r}")
-    _check(p.attention_temperature > 0, f"attention_temperature must be > 0, got {p.attention_temperature}")
-    _check(p.adapter_hidden_size >= 1, f"adapter_hidden_size must be >= 1, got {p.adapter_hidden_size}")
-    _check(p.adapter_steps_per_round >= 0, f"adapter_steps_per_round must be >= 0, got {p.adapter_steps_per_round}")
-    _check(p.predictor_mode in PREDICTOR_MODES, f"predictor_mode must be one of {PREDICTOR_MODES}, got {p.predictor_mode!r}")
-    _check(p.history_window >= 1, f"history_window must be >= 1, got {p.history_window}")
-    _check(0 < p.history_decay <= 1, f"history_decay must be in (0, 1], got {p.history_decay}")
-    _check(p.history_prior_strength > 0, f"history_prior_strength must be > 0, got {p.history_prior_strength}")
-    _check(p.later_reference_set_size == -1 or p.later_reference_set_size >= (0 if p.predictor_mode == "history" else 2),
-           f"later_reference_set_size must be -1 (same as K), >= 2, or 0 in history mode, got {p.later_reference_set_size}")
-    _check(0 <= s.target_difficulty <= 1, f"target_difficulty (alpha) must be in [0, 1], got {s.target_difficulty}")
-    _check(s.selection_temperature > 0, f"selection_temperature (tau) must be > 0, got {s.selection_temperature}")
-    _check(s.steps_per_round >= 1, f"steps_per_round (mu) must be >= 1, got {s.steps_per_round}")
-    _check(0 <= r.fresh_fraction <= 1, f"fresh_fraction (delta) must be in [0, 1], got {r.fresh_fraction}")
-    _check(r.buffer_capacity >= 1, f"buffer_capacity must be >= 1, got {r.buffer_capacity}")
-    _check(c.train_size >= 1 and c.eval_size >= 0, "train_size must be >= 1 and eval_size >= 0")
-    _check(c.reward in ("auto", "exact", "math_verify"), f"reward must be auto/exact/math_verify, got {c.reward!r}")
-    _check(c.total_steps >= 0, f"total_steps must be >= 0, got {c.total_steps}")
-    _check(c.eval_every >= 0 and c.checkpoint_every >= 0, "eval_every and checkpoint_every must be >= 0")
-    _check(c.eval_samples >= 1, f"eval_samples must be >= 1, got {c.eval_samples}")
-    _check(0 <= c.target_pass_rate <= 1, f"target_pass_rate must be in [0, 1], got {c.target_pass_rate}")
-    _check(c.max_bad_steps >= 1, f"max_bad_steps must be >= 1, got {c.max_bad_steps}")
+    flat = c.to_flat()
+    for key, value in flat.items():
+        ok = RANGES[key].ok(value)
+        if not ok:
+            name = f"{key} ({SYMBOLS[key]})" if key in SYMBOLS else key
+            raise ConfigError(f"{name} must be {RANGES[key].text}, got {value!r}")
+    later, history = flat["later_reference_set_size"], flat["predictor_mode"] == "history"
+    if later not in (-1, 0) and later < 2 or later == 0 and not history:
+        raise ConfigError(f"later_reference_set_size must be -1 (same as K), >= 2, or 0 in predictor_mode 'history' "
+                          f"(where fresh groups keep labelling), got {later}")
+    if flat["label_history"] < flat["min_labels_to_train"]:
+        raise ConfigError(f"label_history must be >= min_labels_to_train ({flat['min_labels_to_train']}), "
+                          f"got {flat['label_history']}: the adapter would never train")
 
 
-# ---- presets ----------------------------------------------------------------------------
+def field_types() -> dict[str, str]:
+    """Flat key -> 'int' | 'float' | 'bool' | 'str' for every Config field (and 'preset')."""
+    out = {f.name: str(f.type) for f in dataclasses.fields(Config) if f.name not in _SECTIONS}
+    for t in _SECTION_TYPES.values():
+        out.update((f.name, str(f.type)) for f in dataclasses.fields(t))
+    return {**out, "preset": "str"}
+
+
+def config_diff(saved: Mapping[str, Any], cfg: Config, *, ignore: tuple[str, ...] = RUN_ONLY) -> list[str]:
+    """Keys whose value in ``saved`` (a ``to_dict`` or ``to_flat`` mapping) differs from ``cfg``, as
+    ``"key (saved X, now Y)"``; a key missing from ``saved`` (an older version) counts as its default."""
+    flat_saved = {k: v for k, v in saved.items() if k not in _SECTIONS}
+    for name in _SECTIONS:
+        flat_saved.update(saved.get(name) or {})
+    default, now = Config().to_flat(), cfg.to_flat()
+    return [f"{k} (saved {flat_saved.get(k, default[k])!r}, now {v!r})" for k, v in now.items()
+            if k not in ignore and flat_saved.get(k, default[k]) != v]
+
+
+# ---- presets: each names the fields it sets ------------------------------------------------------
+PRESET_VALUES: dict[str, dict[str, Any]] = {
+    # The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): B=512, G=8, K=256, µ=2, δ=0.5, C=512.
+    "paper": dict(
+        policy="Qwen/Qwen2.5-Math-1.5B", task="hf:agentica-org/DeepScaleR-Preview-Dataset", train_size=10240,
+        eval_size=500, total_steps=60, eval_every=10, eval_samples=1, checkpoint_every=5, group_size=8,
+        questions_per_step=512, minibatch_questions=64, learning_rate=1e-6, max_new_tokens=3072, temperature=0.6,
+        top_p=1.0, micro_batch_size=8, bf16_autocast=False, reference_set_size=256,
+        embedder="Qwen/Qwen2.5-Math-1.5B-Instruct", adapter_hidden_size=896, min_labels_to_train=256,
+        target_difficulty=0.5, selection_temperature=1e-3, steps_per_round=2, fresh_fraction=0.5,
+        buffer_capacity=512),
+    # The main job's default on a 2-core CPU: the Config defaults themselves, so it names no field.
+    "cpu_demo": {},
+    # Seconds-per-step settings for tests: random-init policy, hash embedder, few tokens.
+    "tiny": dict(
+        policy="tiny", task="arithmetic", train_size=48, eval_size=8, total_steps=4, eval_every=2, eval_samples=1,
+        checkpoint_every=2, group_size=2, questions_per_step=4, minibatch_questions=2, learning_rate=1e-3,
+        max_new_tokens=6, temperature=1.0, micro_batch_size=8, bf16_autocast=False, reference_set_size=2,
+        embedder="hash", adapter_hidden_size=16, adapter_steps_per_round=2, min_labels_to_train=4,
+        fresh_fraction=0.5, buffer_capacity=8),
+}
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The fields preset ``name`` sets; an unknown name raises ConfigError listing the presets."""
+    if name not in PRESET_VALUES:
+        raise ConfigError(f"preset must be one of {tuple(PRESET_VALUES)}, got {name!r}")
+    return dict(PRESET_VALUES[name])
+
+
 def paper() -> Config:
     """The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): B=512, G=8, K=256, µ=2, δ=0.5, C=512."""
-    return Config(
-        policy="Qwen/Qwen2.5-Math-1.5B", task="hf:agentica-org/DeepScaleR-Preview-Dataset",
-        train_size=10240, eval_size=500, total_steps=60, eval_every=10, eval_samples=1, checkpoint_every=5,
-        grpo=GRPOConfig(group_size=8, questions_per_step=512, minibatch_questions=64, learning_rate=1e-6,
-                        max_new_tokens=3072, temperature=0.6, top_p=1.0, micro_batch_size=8, bf16_autocast=False),
-        predictor=PredictorConfig(reference_set_size=256, embedder="Qwen/Qwen2.5-Math-1.5B-Instruct",
-                                  adapter_hidden_size=896, min_labels_to_train=256),
-        selection=SelectionConfig(), replay=ReplayConfig(fresh_fraction=0.5, buffer_capacity=512))
+    return Config.from_flat({"preset": "paper"})
 
 
 def cpu_demo() -> Config:
@@ -356,25 +442,13 @@ def cpu_demo() -> Config:
 
 def tiny() -> Config:
     """Seconds-per-step settings for tests: random-init policy, hash embedder, few tokens."""
-    return Config(
-        policy="tiny", task="arithmetic", train_size=48, eval_size=8, total_steps=4, eval_every=2,
-        eval_samples=1, checkpoint_every=2,
-        grpo=GRPOConfig(group_size=2, questions_per_step=4, minibatch_questions=2, learning_rate=1e-3,
-                        max_new_tokens=6, temperature=1.0, micro_batch_size=8, bf16_autocast=False),
-        predictor=PredictorConfig(reference_set_size=2, embedder="hash", adapter_hidden_size=16,
-                                  adapter_steps_per_round=2, min_labels_to_train=4),
-        replay=ReplayConfig(fresh_fraction=0.5, buffer_capacity=8))
+    return Config.from_flat({"preset": "tiny"})
 
 
 PRESETS = {"paper": paper, "cpu_demo": cpu_demo, "tiny": tiny}
 
 
 def from_namespace(namespace: Mapping[str, Any], *, exclude: tuple[str, ...] = ()) -> Config:
-    """Config from a notebook's globals: every public str/int/float/bool name except ``exclude``.
-
-    The parameters cell holds only literals, so this picks exactly its names (plus any that
-    papermill injected); IPython's own names (In, Out, get_ipython, ...) are not literals.
-    """
-    params = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in exclude
-              and isinstance(v, (str, int, float, bool))}
-    return Config.from_flat(params)
+    """A notebook's config from its parameters cell: see :func:`dotslab.params.notebook_config`."""
+    from .params import notebook_config
+    return notebook_config(namespace, exclude=exclude)

@@ -5,16 +5,20 @@ reference rollouts included, METHOD §7).
 
 Decisions:
   1. One JSON object per line, flushed and fsync'ed per record; a torn last line (a kill mid-write)
-     is detected and cut off by :func:`repair_jsonl` before a resumed run appends.
+     is detected and cut off by :func:`repair_jsonl` before anything reads the file for a resume.
+     A bad line anywhere else is not a torn write: it raises :class:`MetricsError` with path and line.
   2. ``GLOSSARY`` is the single source of the README's metric table (tests check they agree).
+  3. Reward bookkeeping counts per phase: training steps count their own generations' failures and
+     out-of-range rewards; evaluations count theirs under ``eval/``, so a resumed run logs the same.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 GLOSSARY: dict[str, str] = {
     "step": "training step index (1-based after the update)",
@@ -30,7 +34,8 @@ GLOSSARY: dict[str, str] = {
     "train/completion_tokens": "mean completion length in tokens",
     "rollout/frac_zero_std": "share of fresh groups with no reward spread (no gradient signal)",
     "rollout/pass_rate_hist": "histogram of fresh groups' pass rates over G+1 bins (0, 1/G, …, 1)",
-    "rollout/reward_errors": "reward-function calls that raised or returned non-finite (counted as 0)",
+    "rollout/reward_errors": "reward-function calls of the step's generations that raised or returned non-finite (scored 0)",
+    "rollout/reward_clamped": "rewards of the step's generations outside [0, 1], clamped into it",
     "rollout/generations": "completions generated this step, reference rollouts included",
     "rollout/total_generations": "cumulative completions generated, reference rollouts included",
     "select/zero_variance_frac": "same as rollout/frac_zero_std, under the selection namespace",
@@ -61,6 +66,8 @@ GLOSSARY: dict[str, str] = {
     "replay/fallback_fresh": "TRL integration (replay shortfall 'fresh'): groups generated fresh because the buffer was short",
     "select/round": "selection round index (0-based; a round is steps_per_round steps)",
     "eval/pass_rate": "held-out pass rate (eval_samples completions per question)",
+    "eval/reward_errors": "reward-function calls of the evaluation that raised or returned non-finite",
+    "eval/reward_clamped": "rewards of the evaluation outside [0, 1], clamped into it",
     "time/generation": "seconds sampling fresh completions and their behaviour log-probs",
     "time/reference": "seconds rolling out the reference set (sampling and log-probs)",
     "time/reward": "seconds in the reward function (fresh and reference completions)",
@@ -115,8 +122,19 @@ class JsonlLogger:
             os.fsync(f.fileno())
 
 
+class MetricsError(ValueError):
+    """A metrics file holds a line that is not a JSON record (not a torn last line)."""
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def repair_jsonl(path: str | os.PathLike) -> int:
-    """Cut a torn (unterminated or unparsable) last line; returns the number of bytes removed."""
+    """Cut a torn last line (unterminated, or complete but unparsable); returns the bytes removed."""
     path = Path(path)
     if not path.exists():
         return 0
@@ -126,38 +144,79 @@ def repair_jsonl(path: str | os.PathLike) -> int:
         keep = data.rfind(b"\n") + 1
     else:
         last_start = data.rstrip(b"\n").rfind(b"\n") + 1
-        try:
-            if data[last_start:].strip():
-                json.loads(data[last_start:])
-        except ValueError:
+        if data[last_start:].strip() and not _parses(data[last_start:]):
             keep = last_start
     if keep != len(data):
         with open(path, "r+b") as f:
             f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
     return len(data) - keep
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a metrics file (a torn last line is ignored, not repaired)."""
+    """All records of a metrics file. A torn last line is ignored (not repaired); a bad line before
+    it raises MetricsError naming the file and line number."""
     out: list[dict[str, Any]] = []
-    if not Path(path).exists():
+    path = Path(path)
+    if not path.exists():
         return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n"):
-                out.append(json.loads(line))
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if number >= len(lines) - 1:  # the last line: a torn write
+                break
+            raise MetricsError(f"{path}:{number}: not a JSON record ({err.msg}); fix or delete that line "
+                               f"(the checkpoints are not affected)") from None
+        if not isinstance(record, dict):
+            raise MetricsError(f"{path}:{number}: not a JSON object")
+        out.append(record)
     return out
 
 
 def truncate_after_step(path: str | os.PathLike, step: int) -> None:
-    """Drop records of steps > ``step`` (written after the checkpoint a run resumes from)."""
+    """Repair a torn last line, then drop records of steps > ``step`` (written after the checkpoint a
+    run resumes from)."""
     path = Path(path)
     if not path.exists():
         return
+    repair_jsonl(path)
     records = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class OutOfRangeCounter:
+    """Wraps a reward function and counts finite rewards outside [0, 1] (which SafeReward clamps),
+    with one warning per run; :meth:`pop_count` gives the count since its last call."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn, self._count, self._warned = fn, 0, False
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, completion: str, question: Any) -> Any:
+        value = self.fn(completion, question)
+        if isinstance(value, (int, float)) and math.isfinite(value) and not 0.0 <= value <= 1.0:
+            self._count += 1
+            if not self._warned:
+                self._warned = True
+                logging.getLogger("dotslab.rewards").warning(
+                    "reward %s returned %r for question %r, outside [0, 1]; clamped (counted in "
+                    "rollout/reward_clamped, further ones are only counted)", self.__name__, value,
+                    getattr(question, "id", "?"))
+        return value
+
+    def pop_count(self) -> int:
+        count, self._count = self._count, 0
+        return count
 
 
 def pass_rate_histogram(pass_rates: Iterable[float], group_size: int) -> list[int]:

@@ -108,3 +108,41 @@ def load_policy(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTo
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The model's context in tokens: ``config.max_position_embeddings``, else the tokenizer's
+    ``model_max_length`` when it is real (transformers uses about 1e30 for "not set"); None if neither."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    m = getattr(tokenizer, "model_max_length", None)
+    return m if isinstance(m, int) and 0 < m < 10**9 else None
+
+
+def check_prompt_lengths(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, question_sets,
+                         max_new_tokens: int) -> None:
+    """Refuse any question whose rendered prompt plus ``max_new_tokens`` does not fit the context.
+
+    Raises DataError naming the question set and the question's id. A prompt longer in characters than
+    the context times the longest vocabulary entry cannot fit, and is refused before the tokenizer
+    sees it (a 10 MB prompt would otherwise take gigabytes to tokenize).
+    """
+    from .data import DataError, render_prompt
+
+    context = context_length(model, tokenizer)
+    if context is None:
+        return
+    room = context - max_new_tokens
+    widest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    for qs in question_sets:
+        source = getattr(qs, "source", "task")
+        for q in qs:
+            if len(q.prompt) > context * widest:
+                raise DataError(f"{source}: question {q.id!r}: the prompt has {len(q.prompt):,} characters, more "
+                                f"than the model's {context}-token context can hold; shorten or drop it")
+            n = len(tokenizer(render_prompt(q, tokenizer), add_special_tokens=False).input_ids)
+            if n > room:
+                raise DataError(f"{source}: question {q.id!r}: the prompt is {n} tokens (chat template included); "
+                                f"with max_new_tokens {max_new_tokens} it needs {n + max_new_tokens} of the "
+                                f"model's {context}-token context; shorten it or lower max_new_tokens")

@@ -130,11 +130,11 @@ def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
 
     found = latest_checkpoint(run_dir)
     columns = ["question", "step", "age", "pass_rate", "has_variance", "replayable"]
-    if found is None or not found[1].get("buffer"):
+    buffer = (found[1].get("planner") or {}).get("buffer") if found is not None else None
+    if not buffer:
         return pd.DataFrame(columns=columns)
-    path, saved = found
-    step = int(saved["state"]["step"])
-    groups = list(saved["buffer"]["groups"])
+    step = int(found[1]["state"]["step"])
+    groups = list(buffer["groups"])
     newest = {g.question.id: i for i, g in enumerate(groups)}  # later groups of a question win
     return pd.DataFrame([{"question": g.question.prompt, "step": g.step, "age": step - g.step,
                           "pass_rate": g.pass_rate, "has_variance": g.has_variance,

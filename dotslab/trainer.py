@@ -30,8 +30,8 @@ from .config import Config
 from .data import QuestionSet, load_task
 from .embed import pool_embeddings
 from .learner import policy_update
-from .metrics import JsonlLogger, clean_record, read_jsonl, truncate_after_step
-from .models import load_policy
+from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, read_jsonl, truncate_after_step
+from .models import check_prompt_lengths, load_policy
 from .planner import RoundPlanner, check_pool_size
 from .records import Group
 from .rewards import RewardFn, SafeReward, get_reward_fn
@@ -90,6 +90,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     planner: RoundPlanner
     reward: SafeReward
+    clamped: OutOfRangeCounter
     logger: JsonlLogger
     records: list[dict[str, Any]]
     hooks: Sequence[Hook] = ()
@@ -97,27 +98,31 @@ class Run:
     state: RunState = field(default_factory=RunState)
 
     @classmethod
-    def open(cls, cfg: Config, *, resume: bool, reward_fn: RewardFn | None, hooks: Sequence[Hook]) -> "Run":
-        """Load data and policy, build the planner, and restore the newest checkpoint when resuming."""
+    def open(cls, cfg: Config, guard: ckpt.RunGuard, *, resume: bool, reward_fn: RewardFn | None,
+             hooks: Sequence[Hook]) -> "Run":
+        """Load data and policy, build the planner, lock the run folder (``guard``) and restore the newest
+        usable checkpoint when resuming. Bad input fails before anything is written."""
         seed_everything(cfg.seed, 0)
         train_set, eval_set = load_task(cfg)
         check_pool_size(cfg, len(train_set))
         model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
+        check_prompt_lengths(tokenizer, model, (train_set, eval_set), cfg.grpo.max_new_tokens)
         model.to(cfg.torch_device)
         embeddings = (pool_embeddings(cfg.predictor.embedder, train_set.prompts, policy=model, tokenizer=tokenizer)
                       if cfg.uses_selection else None)
         planner = RoundPlanner(cfg, train_set, embeddings, replay_shortfall="partial")
-        run_dir = ckpt.prepare_run_dir(cfg, resume=resume)
+        run_dir = guard.open(cfg, resume=resume)
         gcfg = cfg.grpo
         # foreach=False: the multi-tensor step would hold a temporary copy of every parameter at once
         optimizer = torch.optim.AdamW(model.parameters(), lr=gcfg.learning_rate, weight_decay=gcfg.weight_decay,
                                       foreach=False)
         ref_model = copy.deepcopy(model).eval() if gcfg.kl_coef > 0 else None
-        reward = SafeReward(reward_fn or get_reward_fn(cfg.reward, cfg.task))
+        clamped = OutOfRangeCounter(reward_fn or get_reward_fn(cfg.reward, cfg.task))
         run = cls(cfg, run_dir, train_set, eval_set, model, tokenizer, make_engine(cfg, model, tokenizer, run_dir),
-                  optimizer, planner, reward, logger=None, records=[], hooks=hooks, ref_model=ref_model)
+                  optimizer, planner, SafeReward(clamped), clamped, logger=None, records=[], hooks=hooks,
+                  ref_model=ref_model)
         metrics_path = run_dir / "metrics.jsonl"
-        found = ckpt.latest_checkpoint(run_dir) if resume else None
+        found = ckpt.load_for_resume(run_dir, cfg) if resume else None
         if found is not None:
             saved = found[1]
             model.load_state_dict(saved["model"])
@@ -155,7 +160,8 @@ class Run:
         seed_everything(self.cfg.seed + 7919, step)  # eval sampling must not shift the training RNG stream
         rate = evaluate_pass_rate(self.engine, self.tokenizer, list(self.eval_set), self.cfg.eval_samples, self.reward,
                                   greedy=self.cfg.eval_greedy)
-        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0}
+        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0,
+               "eval/reward_errors": self.reward.pop_error_count(), "eval/reward_clamped": self.clamped.pop_count()}
         s = self.state
         if self.cfg.target_pass_rate > 0 and s.to_target is None and rate >= self.cfg.target_pass_rate:
             s.to_target = {"time/to_target": s.elapsed, "step": step,
@@ -168,7 +174,8 @@ class Run:
         t0 = time.perf_counter()
         ckpt.save_checkpoint(self.run_dir, step, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "planner": self.planner.state_dict(), "state": vars(self.state).copy(), "record": clean_record(record)})
+            "planner": self.planner.state_dict(), "state": vars(self.state).copy(), "record": clean_record(record)},
+            cfg=self.cfg)
         return time.perf_counter() - t0
 
     def emit(self, record: dict[str, Any], *, replay_hooks: bool = True) -> None:
@@ -184,7 +191,7 @@ class Run:
         s.step, s.bad_steps = step, (s.bad_steps + 1 if update.skipped else 0)
         record = {**self.planner.metrics, **update.metrics(), **clock.seconds,
                   "train/completion_tokens": float(np.mean([len(r.completion_ids) for g in fresh for r in g.rollouts])),
-                  "rollout/reward_errors": self.reward.pop_error_count()}
+                  "rollout/reward_errors": self.reward.pop_error_count(), "rollout/reward_clamped": self.clamped.pop_count()}
         record["time/step"] = time.perf_counter() - started
         s.elapsed += record["time/step"]
         record["time/elapsed"] = s.elapsed
@@ -206,9 +213,15 @@ def train(cfg: Config, *, hooks: Sequence[Hook] = (), resume: bool = False, prog
     ``progress``: True (a notebook widget or terminal bar, whichever fits), "text" (a plain bar on
     stderr, which papermill relays to the terminal), or False.
     """
+    with ckpt.RunGuard() as guard:  # the run folder's lock for the whole run; Ctrl-C stops cleanly
+        return _train(cfg, guard, hooks=hooks, resume=resume, progress=progress, reward_fn=reward_fn)
+
+
+def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: bool, progress: bool | str,
+           reward_fn: RewardFn | None) -> RunResult:
     from tqdm.std import tqdm as text_tqdm
     from tqdm.auto import tqdm as auto_tqdm
-    run = Run.open(cfg, resume=resume, reward_fn=reward_fn, hooks=hooks)
+    run = Run.open(cfg, guard, resume=resume, reward_fn=reward_fn, hooks=hooks)
     planner, state = run.planner, run.state
     if state.step == 0 and cfg.eval_every > 0 and run.eval_set:
         run.emit({"step": 0, **run.evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0})

@@ -1,8 +1,9 @@
 """Train with DOTS + rollout replay on TRL's GRPOTrainer: the multi-GPU entry point.
 
-Takes the same flat Config keys as the notebook (``-p key value`` or ``--key value``; values are
-YAML literals, ``preset`` picks a base config) plus TRL-only GRPOConfig fields (``-t key value``
-or ``--trl.key value``). Every process must get the same arguments.
+Takes the same flat Config keys as the notebook (``-p key value`` or ``--key value``, parsed by the
+key's type like ``dotslab train``; ``preset`` sets the fields it names, other keys win over it) plus
+TRL-only GRPOConfig fields (``-t key value`` or ``--trl.key value``, parsed as plain literals:
+``true``, ``3e-5``, ``[1,2]``; ``no`` stays a string). Every process must get the same arguments.
 
   # one process (CPU or one GPU)
   python recipes/train_trl.py -p preset tiny -p method dots_rr -p total_steps 4
@@ -27,14 +28,10 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
+from dotslab.config import ConfigError
+from dotslab.params import parse_value
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
-def literal(text: str):
-    """A YAML literal, except YAML 1.1's yes/no/on/off, which stay strings (save_strategy no)."""
-    return text if text.lower() in ("yes", "no", "on", "off", "y", "n") else yaml.safe_load(text)
 
 
 def parse(argv: list[str]) -> tuple[dict, dict, argparse.Namespace]:
@@ -46,7 +43,7 @@ def parse(argv: list[str]) -> tuple[dict, dict, argparse.Namespace]:
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run folder")
     ap.add_argument("--embed-only", action="store_true", help="embed the question pool into the cache and exit")
     args, rest = ap.parse_known_args(argv)
-    params, trl_kw = {k: literal(v) for k, v in args.parameter}, {k: literal(v) for k, v in args.trl}
+    pairs, trl_pairs = [tuple(p) for p in args.parameter], [tuple(p) for p in args.trl]
     it = iter(rest)
     for token in it:
         if not token.startswith("--"):
@@ -55,8 +52,13 @@ def parse(argv: list[str]) -> tuple[dict, dict, argparse.Namespace]:
         value = value if value else next(it, None)
         if value is None:
             ap.error(f"{token} needs a value")
-        target, key = (trl_kw, key[4:]) if key.startswith("trl.") else (params, key)
-        target[key.replace("-", "_")] = literal(value)
+        target, key = (trl_pairs, key[4:]) if key.startswith("trl.") else (pairs, key)
+        target.append((key.replace("-", "_"), value))
+    try:  # Config keys by their type; TRL fields as plain literals (no Config key there)
+        params = {k: parse_value(v, k) for k, v in pairs}
+        trl_kw = {k: parse_value(v, kind="literal") for k, v in trl_pairs}
+    except ConfigError as e:
+        ap.error(str(e))
     return params, trl_kw, args
 
 

@@ -1,16 +1,14 @@
-"""Config validation and conversion; metrics JSONL; atomic checkpoints; packaging consistency.
+"""Config validation, parsing and presets; notebook configs; metrics JSONL; atomic checkpoints.
 
 Run: .venv/bin/python -m pytest tests/test_config_metrics.py
 """
 import dataclasses
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from dotslab.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from dotslab.config import Config, ConfigError, from_namespace, paper, tiny
@@ -48,10 +46,125 @@ def test_flat_round_trip_and_preset():
         cfg.method = "dots"
 
 
-def test_from_namespace_ignores_ipython_names():
-    ns = {"In": [], "Out": {}, "get_ipython": print, "_": 1, "method": "rr", "total_steps": 3, "live_plots": True}
-    cfg = from_namespace(ns, exclude=("live_plots",))
-    assert cfg.method == "rr" and cfg.total_steps == 3
+def test_every_field_has_a_range_and_defaults_pass():
+    from dotslab.config import RANGES
+    assert set(RANGES) == set(Config().to_flat()), "give the new field a range in config.RANGES"
+    for name in ("paper", "cpu_demo", "tiny"):
+        Config.from_flat({"preset": name})  # every preset passes its own ranges
+
+
+@pytest.mark.parametrize("key,value", [
+    ("max_grad_norm", -1.0), ("max_grad_norm", 0.0), ("weight_decay", -0.01), ("adapter_learning_rate", -1e-3),
+    ("label_history", 0), ("label_history", -5), ("device", "gpu"), ("device", "cuda:x"), ("seed", -1),
+    ("learning_rate", 1e308), ("learning_rate", float("nan")), ("temperature", float("inf")),
+    ("min_labels_to_train", 0), ("keep_checkpoints", 0), ("run_name", "../elsewhere"), ("run_name", "a/b"),
+    ("policy", ""), ("task", "  "), ("eval_size", -1),
+])
+def test_values_that_used_to_pass_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"^{key}( \(\w+\))? must be "):
+        Config.from_flat({key: value})
+
+
+def test_accepted_edges():
+    cfg = Config.from_flat({"max_grad_norm": float("inf"), "device": "cuda:1", "seed": 2**32 - 1, "weight_decay": 0,
+                            "run_name": "my-run.v2", "label_history": 8, "min_labels_to_train": 8})
+    assert cfg.grpo.max_grad_norm == float("inf") and cfg.device == "cuda:1"
+    with pytest.raises(ConfigError, match="label_history must be >= min_labels_to_train"):
+        Config.from_flat({"label_history": 4, "min_labels_to_train": 8})
+
+
+def test_unknown_preset_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"preset must be one of \('paper', 'cpu_demo', 'tiny'\), got 'nonexistent'"):
+        Config.from_flat({"preset": "nonexistent"})
+
+
+def test_preset_sets_every_field_it_names_and_explicit_values_win():
+    from dotslab.config import PRESET_VALUES
+    cfg = Config.from_flat({"preset": "tiny", "total_steps": 1})
+    flat = cfg.to_flat()
+    assert all(flat[k] == v for k, v in PRESET_VALUES["tiny"].items() if k != "total_steps")
+    assert cfg.total_steps == 1 and tiny().total_steps == 4
+    assert PRESET_VALUES["cpu_demo"] == {} and Config.from_flat({"preset": "cpu_demo"}) == Config()
+
+
+@pytest.mark.parametrize("key,text,expected", [
+    ("learning_rate", "3e-5", 3e-5), ("learning_rate", "1e-3", 1e-3), ("learning_rate", "1", 1.0),
+    ("max_grad_norm", "inf", float("inf")), ("total_steps", "1_000", 1000), ("bf16_autocast", "true", True),
+    ("bf16_autocast", "False", False), ("bf16_autocast", "0", False), ("run_name", "123", "123"),
+    ("run_name", '"my run"', "my run"), ("task", "data/x.jsonl", "data/x.jsonl"), ("preset", "tiny", "tiny"),
+    (None, "3e-5", 3e-5), (None, "1e-3", 1e-3), (None, "true", True), (None, "none", None), (None, "null", None),
+    (None, "[1,2]", [1, 2]), (None, "[1, 2.5]", [1, 2.5]), (None, '{"a": 1}', {"a": 1}), (None, "'quoted'", "quoted"),
+    (None, '"2"', "2"), (None, "no", "no"), (None, "colocate", "colocate"), (None, "-4", -4), (None, ".5", 0.5),
+])
+def test_parse_value_reads_values_as_meant(key, text, expected):
+    from dotslab.params import parse_value
+    got = parse_value(text, key)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("key,text,message", [
+    ("total_steps", "2.5", "total_steps must be an integer, got '2.5'"),
+    ("learning_rate", "fast", "learning_rate must be a number, got 'fast'"),
+    ("bf16_autocast", "maybe", "bf16_autocast must be true or false, got 'maybe'"),
+])
+def test_parse_value_refuses_naming_the_key(key, text, message):
+    from dotslab.params import parse_value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_value(text, key)
+
+
+# ---- notebooks: the parameters cell, papermill's injected cell, re-runs --------------------------------
+CELL_10 = ('preset: str = "cpu_demo"  # base\npolicy: str = "smollm2"  # p\ntask: str = "arithmetic_mix"  # t\n'
+           'total_steps: int = 24  # s\nresume: bool = False  # r\n')
+
+
+def test_injected_preset_beats_the_notebooks_literal_defaults():
+    """Issue: `-p preset tiny` trained SmolLM2 on arithmetic_mix, because the cell's literals won."""
+    ns = {"In": ["", CELL_10, '# Parameters\npreset = "tiny"\nresume = True\n', "cfg = ..."],
+          "preset": "tiny", "policy": "smollm2", "task": "arithmetic_mix", "total_steps": 24, "resume": True}
+    cfg = from_namespace(ns, exclude=("resume",))
+    assert cfg == tiny()
+
+
+def test_explicit_values_beat_the_preset_and_the_cell_fills_the_rest(capsys):
+    cell = CELL_10 + 'group_size: int = 3  # g\n'
+    ns = {"In": ["", cell, '# Parameters\npreset = "tiny"\ntotal_steps = 1\nlearning_rate = 3e-05\n']}
+    cfg = from_namespace(ns, exclude=("resume",))
+    assert (cfg.policy, cfg.total_steps, cfg.grpo.learning_rate) == ("tiny", 1, 3e-5)
+    assert cfg.grpo.group_size == 2  # tiny names group_size: the cell's 3 is replaced, and the cell says so
+    assert "replaced these parameters-cell values: policy 'smollm2' -> 'tiny'" in capsys.readouterr().out
+    # the default preset (cpu_demo) names nothing: the notebook's own values stand
+    cfg = from_namespace({"In": ["", cell]}, exclude=("resume",))
+    assert (cfg.policy, cfg.grpo.group_size, cfg.total_steps) == ("smollm2", 3, 24)
+
+
+def test_running_the_config_cell_again_is_harmless():
+    """Issue: notebook 03's `for alpha, tau in ...` left two scalar globals, and re-running cfg raised."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        for source in (CELL_10, "from dotslab.config import from_namespace",
+                       "cfg = from_namespace(globals(), exclude=('resume',))",
+                       "for alpha, tau in ((0.5, 1e-3), (0.8, 0.1)):\n    total_steps = 99",
+                       "cfg2 = from_namespace(globals(), exclude=('resume',))"):
+            result = shell.run_cell(source, store_history=True)
+            assert result.success, result.error_in_exec
+        assert shell.user_ns["cfg2"] == shell.user_ns["cfg"] and shell.user_ns["cfg"].total_steps == 24
+    finally:
+        shell.reset()
+
+
+def test_config_cell_without_a_parameters_cell_says_so():
+    with pytest.raises(ConfigError, match="no parameters cell has run"):
+        from_namespace({"In": ["", "x = 1"], "x": 1})
+
+
+def test_without_input_history_the_annotated_names_count_as_explicit():
+    """nbval runs cells with store_history=False: `In` stays empty, annotations still record the cell's names."""
+    ns = {"In": [""], "__annotations__": {"preset": str, "total_steps": int, "resume": bool},
+          "preset": "tiny", "total_steps": 3, "resume": False, "alpha": 0.5, "tau": 1e-3}
+    cfg = from_namespace(ns, exclude=("resume",))
+    assert cfg == Config.from_flat({"preset": "tiny", "total_steps": 3})
 
 
 def test_paper_preset_values():
@@ -122,16 +235,7 @@ def test_glossary_matches_readme():
     assert documented == set(GLOSSARY), (set(GLOSSARY) - documented, documented - set(GLOSSARY))
 
 
-def _names(reqs):
-    return {re.split(r"[<>=!\[ ]", r.strip(), maxsplit=1)[0].lower() for r in reqs}
-
-
-def test_environment_yml_matches_pyproject():
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "python=3.11" in env["dependencies"] and env["channels"]
-    declared = set(py["dependencies"]) | set(py["optional-dependencies"]["dev"]) | set(py["optional-dependencies"]["trl"])
-    pinned = {r for r in pip_list if not r.startswith("-e")}
-    assert pinned == declared, (pinned ^ declared)
-    assert _names(py["optional-dependencies"]["gpu"]) == {"vllm"}
+def test_config_reward_names_are_the_verifiers():
+    from dotslab.config import REWARDS
+    from dotslab.rewards import REWARD_NAMES
+    assert REWARDS == REWARD_NAMES

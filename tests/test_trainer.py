@@ -155,7 +155,7 @@ def test_kill_between_checkpoint_and_record_loses_no_metrics(tmp_path, tmp_cache
 def test_resume_with_changed_config_refuses(tmp_path, tmp_cache):
     cfg = tiny_cfg(tmp_path, run_name="r", total_steps=2)
     train(cfg, progress=False, reward_fn=parity_reward)
-    with pytest.raises(ValueError, match="config differs from the saved one in \\['grpo'\\]"):
+    with pytest.raises(ValueError, match=r"config differs from the one in its config.json in group_size \(saved 2, now 3\)"):
         train(Config.from_flat({"group_size": 3}, base=cfg), resume=True, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(cfg, progress=False)
