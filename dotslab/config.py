@@ -172,6 +172,10 @@ class Config:
     """Seeds every RNG once per step (seed, step) so a resumed run replays identically on CPU."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', or a torch device string such as 'cuda:1'."""
+    threads: int = 0
+    """torch's CPU threads for the run; 0 chooses at start: the cores not already busy (cores minus the
+    1-minute load average, at least 1). On a busy 2-core machine 2 threads ran generation several times
+    slower than 1 (README, "Threads"); results do not depend on it beyond float rounding."""
     run_root: str = "runs"
     """Folder under which runs/<run_name>/ is created."""
     run_name: str = ""
@@ -355,7 +359,7 @@ RANGES: dict[str, Range] = {
     "eval_size": at_least(0), "reward": one_of(*REWARDS), "total_steps": at_least(0),
     "eval_every": at_least(0), "eval_samples": at_least(1), "eval_greedy": one_of(True, False), "target_pass_rate": UNIT,
     "checkpoint_every": at_least(0), "keep_checkpoints": at_least(1), "max_bad_steps": at_least(1),
-    "seed": interval(0, 2**32 - 1), "device": matching(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, mps, cuda[:N] or xpu[:N]"),
+    "seed": interval(0, 2**32 - 1), "device": matching(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, mps, cuda[:N] or xpu[:N]"), "threads": at_least(0),
     "run_root": NON_EMPTY,
     "run_name": matching(r"|(?!\.\.?$)[^/\\\x00]+", "empty (derived) or a folder name without '/'"),
 }
@@ -419,7 +423,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         checkpoint_every=2, group_size=2, questions_per_step=4, minibatch_questions=2, learning_rate=1e-3,
         max_new_tokens=6, temperature=1.0, micro_batch_size=8, bf16_autocast=False, reference_set_size=2,
         embedder="hash", adapter_hidden_size=16, adapter_steps_per_round=2, min_labels_to_train=4,
-        fresh_fraction=0.5, buffer_capacity=8),
+        fresh_fraction=0.5, buffer_capacity=8, threads=1),
 }
 
 

@@ -65,6 +65,7 @@ GLOSSARY: dict[str, str] = {
     "replay/c_outside_clip_frac": "share of replayed tokens with c outside [1−ε, 1+ε] (the paper's clip around 1 would zero their gradient)",
     "replay/fallback_fresh": "TRL integration (replay shortfall 'fresh'): groups generated fresh because the buffer was short",
     "select/round": "selection round index (0-based; a round is steps_per_round steps)",
+    "run/threads": "torch CPU threads the run used (the threads setting, or the automatic choice), in the step-0 record",
     "eval/pass_rate": "held-out pass rate (eval_samples completions per question)",
     "eval/reward_errors": "reward-function calls of the evaluation that raised or returned non-finite",
     "eval/reward_clamped": "rewards of the evaluation outside [0, 1], clamped into it",

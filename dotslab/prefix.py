@@ -14,8 +14,10 @@ instead of G·(P + C).
     prompt, prefilling each prompt once.
 
 Decisions:
-  1. Prompts are left-padded within a pass, completions right-padded after them; position ids are
-     each row's true positions, so padding changes no number that reaches a real token.
+  1. Within a pass, the tokens every prompt starts with (the chat template's system turn, about half
+     of each prompt here) are encoded once; the rest of each prompt follows right-padded, then the
+     completions. Position ids are each row's true positions and padding is masked, so no padding
+     changes a number that reaches a real token.
   2. The LM head runs only at positions that predict completion tokens (the last prompt position and
      the completion's own positions), never over prompt positions.
   3. Top-p keeps the most likely tokens until their mass reaches p (at least one); no top-k.
@@ -37,33 +39,54 @@ def _returned_cache(out):
     return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
 
 
-def _left_pad(rows: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (U, P), mask (U, P)) with each row right-aligned."""
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
-    return ids.to(device), mask.to(device)
+def _common_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
+    """Tokens every prompt starts with (a chat template's system turn), leaving each at least one of its own."""
+    if len(prompts) < 2:
+        return 0
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0][:shortest]
+    same = torch.stack([p[:shortest] == first for p in prompts]).all(0)       # (shortest,)
+    differ = (~same).nonzero()
+    return min(int(differ[0]) if len(differ) else shortest, shortest - 1)
 
 
 def encode_prompts(base, prompts: Sequence[torch.Tensor], device):
-    """One pass over U prompts: (last prompt hidden state (U, H), cache, prompt mask (U, P), lengths (U,))."""
-    ids, mask = _left_pad(prompts, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)                              # (U, P)
-    out = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    lengths = mask.sum(-1)                                                      # (U,)
-    return out.last_hidden_state[:, -1], _returned_cache(out), mask, lengths
+    """One pass over U prompts: (last prompt hidden state (U, H), cache, prompt mask (U, P), lengths (U,)).
+
+    The tokens all prompts start with are encoded once and shared (decision 1); the rest of each
+    prompt follows, right-padded, so the mask may have holes that position ids step over.
+    """
+    shared = _common_prefix_length(prompts)
+    rest = [p[shared:] for p in prompts]
+    width = max(len(r) for r in rest)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    rest_mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, r in enumerate(rest):
+        ids[i, :len(r)], rest_mask[i, :len(r)] = r, 1
+    ids, rest_mask = ids.to(device), rest_mask.to(device)
+    owner = torch.zeros(len(prompts), dtype=torch.long, device=device)
+    cache, prefix_mask = None, torch.ones(len(prompts), shared, dtype=torch.long, device=device)
+    if shared:
+        out = base(input_ids=prompts[0][None, :shared].to(device), use_cache=True)
+        cache = _returned_cache(out)
+        cache.batch_select_indices(owner)
+    start = torch.full((len(prompts),), shared, dtype=torch.long, device=device)
+    hidden, cache = continue_from(base, cache, prefix_mask, ids, rest_mask, start)  # (U, width, H)
+    lengths = rest_mask.sum(-1)                                                 # (U,)
+    last = hidden[torch.arange(len(prompts), device=device), lengths - 1]      # (U, H)
+    return last, cache, torch.cat([prefix_mask, rest_mask], dim=1), shared + lengths
 
 
 def continue_from(base, cache, prompt_mask: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
-                  start: torch.Tensor) -> torch.Tensor:
-    """Hidden states (R, L, H) of ``tokens`` (R, L) after the cached prompts; the cache grows by L."""
+                  start: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """(hidden states (R, L, H) of ``tokens`` (R, L) after the cached tokens, the grown cache); ``cache``
+    None: nothing cached yet. ``start`` (R,) is each row's position of ``tokens[:, 0]``, which need not
+    be the mask's width when the mask has holes."""
     mask = torch.cat([prompt_mask, token_mask], dim=1)                          # (R, P + L)
     positions = start[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
-    out = base(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
-               **{_cache_keyword(base): cache})
-    return out.last_hidden_state
+    extra = {_cache_keyword(base): cache} if cache is not None else {}
+    out = base(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+    return out.last_hidden_state, _returned_cache(out)
 
 
 def _units(prompt_ids: Sequence[torch.Tensor], limit: int) -> list[tuple[torch.Tensor, list[int]]]:
@@ -112,7 +135,7 @@ def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, dev
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         last, cache, prompt_mask, lengths = encode_prompts(base, [p for p, _ in units], device)
         cache.batch_select_indices(owner)
-        hidden = continue_from(base, cache, prompt_mask[owner], tokens, token_mask, lengths[owner])   # (R, L, H)
+        hidden, _ = continue_from(base, cache, prompt_mask[owner], tokens, token_mask, lengths[owner])  # (R, L, H)
         # completion token t is predicted by the last prompt position (t = 0) or by completion position t - 1
         picked = torch.cat([torch.cat([last[owner[k]][None], hidden[k, :len(c) - 1]]) for k, c in enumerate(comps)])
         logits = head(picked).float() / temperature                                                # (n_tok, V)
@@ -165,7 +188,7 @@ def sample_completions(model, prompt_ids: Sequence[torch.Tensor], n: int, *, max
                 done = done | (token == eos_token_id)
                 if bool(done.all()) or len(steps) == max_new_tokens:
                     break
-                hidden = continue_from(base, cache, mask, token[:, None], alive.long()[:, None], position)
+                hidden, cache = continue_from(base, cache, mask, token[:, None], alive.long()[:, None], position)
                 mask, position = torch.cat([mask, alive.long()[:, None]], dim=1), position + 1
                 logits = head(hidden[:, -1]).float()
         tokens = torch.stack(steps, dim=1).cpu() if steps else torch.zeros(len(owner), 0, dtype=torch.long)

@@ -16,6 +16,7 @@ Deviations / decisions:
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,18 @@ class RunResult:
     run_dir: Path
     records: list[dict[str, Any]]
     stopped_early: bool = False
+
+
+def choose_threads(setting: int) -> int:
+    """The torch thread count for ``Config.threads``: the setting, or for 0 the cores not already busy."""
+    if setting > 0:
+        return setting
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
 
 
 def seed_everything(seed: int, step: int) -> None:
@@ -102,6 +115,7 @@ class Run:
              hooks: Sequence[Hook]) -> "Run":
         """Load data and policy, build the planner, lock the run folder (``guard``) and restore the newest
         usable checkpoint when resuming. Bad input fails before anything is written."""
+        torch.set_num_threads(choose_threads(cfg.threads))
         seed_everything(cfg.seed, 0)
         train_set, eval_set = load_task(cfg)
         check_pool_size(cfg, len(train_set))
@@ -224,7 +238,8 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
     run = Run.open(cfg, guard, resume=resume, reward_fn=reward_fn, hooks=hooks)
     planner, state = run.planner, run.state
     if state.step == 0 and cfg.eval_every > 0 and run.eval_set:
-        run.emit({"step": 0, **run.evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0})
+        run.emit({"step": 0, **run.evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0,
+                  "run/threads": torch.get_num_threads()})
     bar = (text_tqdm if progress == "text" else auto_tqdm)(total=cfg.total_steps, initial=state.step,
                                                           desc=cfg.resolved_run_name, disable=not progress)
     while state.step < cfg.total_steps:

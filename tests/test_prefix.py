@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dotslab.models import load_policy
-from dotslab.prefix import completion_logprobs, sample_completions
+from dotslab.prefix import _common_prefix_length, completion_logprobs, sample_completions
 
 T = 0.7
 
@@ -28,11 +28,14 @@ def full_forward_logprobs(model, prompt, completion):
 
 def rows_with_shared_prompts():
     g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(3, 40, (n,), generator=g) for n in (9, 4, 13)]
+    system = torch.randint(3, 40, (6,), generator=g)     # like a chat template's system turn: shared by all prompts
+    prompts = [torch.cat([system, torch.randint(3, 40, (n,), generator=g)]) for n in (3, 1, 7)]
+    prompts.append(prompts[1][:-1].clone())              # a prompt that is the others' common prefix
     rows = []
     for k, p in enumerate(prompts):            # groups of 3 rows, completions of different lengths, one empty
         for c in (5, 1, 7 if k else 0):
             rows.append((p, torch.randint(3, 40, (c,), generator=g)))
+    rows.append((torch.randint(3, 40, (5,), generator=g), torch.randint(3, 40, (4,), generator=g)))  # no shared start
     return rows
 
 
@@ -40,7 +43,7 @@ def rows_with_shared_prompts():
 def test_logprobs_and_gradients_match_full_passes(tiny, micro_batch_size):
     model, _ = tiny
     rows = rows_with_shared_prompts()
-    order = [4, 0, 7, 2, 8, 1, 6, 3, 5]          # groups interleaved: rows are matched by prompt, not position
+    order = [4, 0, 12, 7, 2, 9, 8, 1, 11, 6, 3, 10, 5]   # groups interleaved: rows are matched by prompt, not position
     rows = [rows[i] for i in order]
     model.zero_grad()
     expected = [full_forward_logprobs(model, p, c) for p, c in rows]
@@ -57,16 +60,20 @@ def test_logprobs_and_gradients_match_full_passes(tiny, micro_batch_size):
 
 def test_greedy_sampling_matches_hf_generate(tiny):
     model, tok = tiny
-    prompts = [tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
-               for text in ("What is 3+4?", "Hi", "Compute 12 - 5 + 3 please.")]
-    got = sample_completions(model, prompts, 2, max_new_tokens=8, temperature=T, top_p=1.0,
-                             eos_token_id=tok.eos_token_id, greedy=True)
-    for p, group in zip(prompts, got):
-        ref = model.generate(p[None], attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
-                             max_new_tokens=8, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[0, len(p):]
-        hits = (ref == tok.eos_token_id).nonzero()
-        ref = ref[: int(hits[0]) + 1] if len(hits) else ref
-        assert all(torch.equal(c, ref) for c in group)
+    texts = ("What is 3+4?", "Hi", "Compute 12 - 5 + 3 please.")
+    system = [f"You are a careful calculator. {t}" for t in texts]   # like a chat template's shared system turn
+    for batch in (texts, system):
+        prompts = [tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0] for text in batch]
+        got = sample_completions(model, prompts, 2, max_new_tokens=8, temperature=T, top_p=1.0,
+                                 eos_token_id=tok.eos_token_id, greedy=True)
+        for p, group in zip(prompts, got):
+            ref = model.generate(p[None], attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
+                                 max_new_tokens=8, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)[0, len(p):]
+            hits = (ref == tok.eos_token_id).nonzero()
+            ref = ref[: int(hits[0]) + 1] if len(hits) else ref
+            assert all(torch.equal(c, ref) for c in group)
+    assert _common_prefix_length(prompts) > 5    # the second batch did share its first tokens
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.6])
