@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from dotslab.config import METHODS, Config, cpu_demo, paper, tiny as tiny_preset
+from dotslab.config import Config, cpu_demo, paper, tiny as tiny_preset
 from dotslab.records import Question
 from dotslab.rewards import parity_reward
 
@@ -39,6 +39,9 @@ class PredictorBench:
     """K values to compare."""
     embedders: tuple[str, ...]
     """Embedder options to compare (dotslab.embed.make_embedder specs)."""
+    history_size: int = 0
+    """H: labelled questions that play the recent fresh groups' labels in history mode (disjoint from the
+    references of the same draw); 0 leaves history mode out of the table."""
     repeats: int = 5
     """Random reference sets drawn per (embedder, K); metrics are averaged over them."""
     fit_steps: int = 100
@@ -58,6 +61,30 @@ class PeerBench:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One compared variant: a name for tables and the Config keys it sets over the bench's shared config."""
+    name: str
+    settings: tuple[tuple[str, Any], ...]
+    label: str = ""
+
+    @property
+    def method(self) -> str:
+        return dict(self.settings)["method"]
+
+
+def arm(name: str, label: str = "", **settings: Any) -> Arm:
+    return Arm(name, tuple(sorted(settings.items())), label or name)
+
+
+GRPO = arm("grpo", "GRPO", method="grpo")
+DOTS_RR_HISTORY = arm("dots_rr", "DOTS+RR (history)", method="dots_rr", predictor_mode="history")
+DOTS_RR_PAPER = arm("dots_rr_paper", "DOTS+RR (paper)", method="dots_rr", predictor_mode="paper")
+DOTS_HISTORY = arm("dots", "DOTS (history)", method="dots", predictor_mode="history")
+RR = arm("rr", "RR", method="rr")
+DEFAULT_ARMS = (GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER)
+
+
+@dataclass(frozen=True)
 class Bench:
     name: str
     train: Config
@@ -65,7 +92,8 @@ class Bench:
     seeds: tuple[int, ...]
     predictor: PredictorBench
     peer: PeerBench
-    methods: tuple[str, ...] = METHODS
+    arms: tuple[Arm, ...] = DEFAULT_ARMS
+    """The compared variants; the one named 'grpo' is the baseline of part 1."""
     task_mix_size: int = 0
     """Questions in the generated arithmetic mix (dotslab.data.ARITHMETIC_MIX, one file per run); 0 keeps ``train.task``."""
     reward_fn: Optional[Callable[[str, Question], float]] = field(default=None, compare=False)
@@ -78,9 +106,15 @@ class Bench:
     sec_per_trained_token: float = 0.0
     """Seconds per (prompt + completion) token of forward + backward in the update."""
 
-    def run_config(self, method: str, seed: int, run_root: str, task: str | None = None) -> Config:
-        return dataclasses.replace(self.train, method=method, seed=seed, run_root=run_root,
-                                   task=task or self.train.task, run_name=f"{method}-s{seed}")
+    def run_config(self, arm: Arm, seed: int, run_root: str, task: str | None = None) -> Config:
+        return Config.from_flat({**dict(arm.settings), "seed": seed, "run_root": run_root,
+                                 "task": task or self.train.task, "run_name": f"{arm.name}-s{seed}"}, base=self.train)
+
+    def arm(self, name: str) -> Arm:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(f"no arm {name!r} in bench {self.name!r}; arms: {[a.name for a in self.arms]}")
 
 
 def tiny() -> Bench:
@@ -89,25 +123,27 @@ def tiny() -> Bench:
         "checkpoint_every": 4, "max_new_tokens": 5}, base=tiny_preset())
     return Bench(
         name="tiny", train=base, seeds=(0, 1), task_mix_size=48, reward_fn=parity_reward,
+        arms=(GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER, RR),
         predictor=PredictorBench(probe_size=8, labelled_size=12, group_size=2, reference_sizes=(2, 4),
-                                 embedders=("hash", "policy"), repeats=2, fit_steps=4),
+                                 embedders=("hash", "policy"), history_size=4, repeats=2, fit_steps=4),
         peer=PeerBench(prompts=2, generations=2, max_new_tokens=4, warmup_steps=1, timed_steps=1),
         torch_threads=1, sec_per_generated_token=2e-3, sec_per_trained_token=2e-4)
 
 
 def cpu() -> Bench:
+    """The pre-registered protocol of benchmarks/README.md ("Protocol of the cpu benchmark")."""
     base = Config.from_flat({
-        "policy": "smollm2", "eval_size": 32, "eval_samples": 2, "total_steps": 8, "eval_every": 2,
-        "checkpoint_every": 8, "max_new_tokens": 24, "bf16_autocast": True,
+        "policy": "smollm2", "eval_size": 280, "eval_greedy": True, "eval_samples": 1, "total_steps": 32,
+        "eval_every": 4, "checkpoint_every": 32, "max_new_tokens": 24, "bf16_autocast": True,
         "questions_per_step": 8, "minibatch_questions": 8, "group_size": 4, "micro_batch_size": 16,
         "reference_set_size": 4, "steps_per_round": 2, "fresh_fraction": 0.5, "buffer_capacity": 8,
-        "embedder": "minilm", "reward": "exact"}, base=cpu_demo())  # the mix is a file: 'auto' would pick math-verify
+        "embedder": "minilm", "reward": "exact", "threads": 2}, base=cpu_demo())
     return Bench(
-        name="cpu", train=base, seeds=(0, 1, 2), task_mix_size=256,
-        predictor=PredictorBench(probe_size=32, labelled_size=32, group_size=4, reference_sizes=(4, 16),
-                                 embedders=("minilm", "policy", "hash"), repeats=5, fit_steps=100),
+        name="cpu", train=base, seeds=(0, 1, 2, 3, 4), task_mix_size=400, arms=(GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER),
+        predictor=PredictorBench(probe_size=32, labelled_size=64, group_size=4, reference_sizes=(4, 16, 32),
+                                 embedders=("minilm", "policy", "hash"), history_size=32, repeats=5, fit_steps=100),
         peer=PeerBench(prompts=8, generations=4, max_new_tokens=32, warmup_steps=1, timed_steps=3),
-        sec_per_generated_token=0.0067, sec_per_trained_token=0.0024)
+        torch_threads=2, sec_per_generated_token=0.0067, sec_per_trained_token=0.0024)
 
 
 def gpu() -> Bench:
@@ -125,26 +161,28 @@ CONFIGS: dict[str, Callable[[], Bench]] = {"tiny": tiny, "cpu": cpu, "gpu": gpu}
 def estimate_seconds(bench: Bench, parts: tuple[str, ...]) -> dict[str, float]:
     """Rough wall-clock per part on a quiet machine, from the bench's per-token cost model.
 
-    A step costs (completions sampled) x new tokens x ``sec_per_generated_token`` plus
-    (B·G trained rows + the μ pass over fresh rows at 1/3 the cost) x (prompt + new tokens) x
-    ``sec_per_trained_token``; evaluations, model loads and checkpoints are added per run.
+    A step costs (completions sampled) x new tokens x ``sec_per_generated_token`` plus B·G trained rows
+    x (their share of the shared prompt + new tokens) x ``sec_per_trained_token`` (every row counted, an
+    upper bound: rows without reward spread are skipped); evaluations, model loads and checkpoints are
+    added per run.
     """
     c, g = bench.train, bench.train.grpo
-    prompt_tokens = 50  # chat template + question, SmolLM2 tokenizer
+    prompt_tokens = 50  # chat template + question, SmolLM2 tokenizer; shared by a group's G rows
     tok, gen_t, trn_t = g.max_new_tokens, bench.sec_per_generated_token, bench.sec_per_trained_token
     B, G, K, mu = g.questions_per_step, g.group_size, c.predictor.reference_set_size, c.selection.steps_per_round
     evals = (c.total_steps // c.eval_every + 1 + bool(c.total_steps % c.eval_every)) if c.eval_every else 0
-    eval_s = evals * c.eval_size * c.eval_samples * tok * gen_t
+    eval_s = evals * c.eval_size * (1 if c.eval_greedy else c.eval_samples) * tok * gen_t
     out: dict[str, float] = {}
     if {"timetotarget", "overhead"} & set(parts):
         total = 0.0
-        for method in (bench.methods if "timetotarget" in parts else ("dots_rr",)):
-            run_cfg = dataclasses.replace(c, method=method)
+        arms = bench.arms if "timetotarget" in parts else tuple(a for a in bench.arms if a.name == "dots_rr")
+        for arm in arms:
+            run_cfg = bench.run_config(arm, bench.seeds[0], "/tmp")
             for step in range(c.total_steps):
                 fresh = B if step < mu else run_cfg.fresh_per_step
                 refs = K / mu if run_cfg.uses_selection else 0
                 total += (fresh + refs) * G * tok * gen_t
-                total += (B + fresh / 3) * G * (prompt_tokens + tok) * trn_t
+                total += B * G * (prompt_tokens / G + tok) * trn_t
             total += eval_s + 15  # + model load and the final checkpoint
         out["training"] = total * len(bench.seeds)
     if "predictor" in parts:

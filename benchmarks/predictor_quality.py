@@ -13,12 +13,17 @@ Decisions:
      labels) and ``online`` (the adapter + calibration fitted for ``fit_steps`` BCE episodes on the
      labelled questions, as the trainer does online). Both apply the configured affine correction.
   3. References are random draws of K labelled questions, ``repeats`` times; the table reports the
-     mean (and min-max) over draws. Measured labels are themselves noisy (G samples each), which
+     mean (and min-max) over draws. A draw whose prediction is flat (every probe the same value: the
+     collapse of agreeing references) has no ranking: it is scored r = 0, not dropped, and the share
+     of such draws is reported.
+  4. History mode (``dotslab.history``) is scored with the K references plus ``history_size`` other
+     labelled questions standing for the recent fresh groups, and alone (K = 0). Measured labels are themselves noisy (G samples each), which
      caps attainable correlation; ``label_noise_ceiling`` is their split-half reliability ρ
      (Spearman-Brown corrected), and a predictor of the true difficulty reaches at most about √ρ.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +34,7 @@ import torch
 from dotslab.data import load_task, render_prompt
 from dotslab.embed import make_embedder
 from dotslab.models import load_policy
+from dotslab.history import HistoryPredictor
 from dotslab.predictor import OnlinePredictor, prediction_quality
 from dotslab.records import Question
 from dotslab.rewards import SafeReward, get_reward_fn
@@ -53,43 +59,72 @@ def split_half_ceiling(correct: np.ndarray) -> float:
     return float(2 * r / (1 + r)) if np.isfinite(r) and r > -1 else float("nan")
 
 
-def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.ndarray, labelled: np.ndarray,
-           k: int, repeats: int, fit_steps: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Metrics of ``raw`` and ``online`` predictions of the probe rows from K labelled references."""
-    out: dict[str, dict[str, Any]] = {}
-    rng = np.random.default_rng(seed)
-    draws = [rng.choice(labelled, size=min(k, len(labelled)), replace=False) for _ in range(repeats)]
-    for kind in ("raw", "online"):
-        predictor = OnlinePredictor(pred_cfg, embed_dim=emb.shape[1], seed=seed)
-        t0 = time.perf_counter()
-        if kind == "online":
-            predictor.observe(emb[labelled], labels[labelled], round=0)
-            predictor.fit(fit_steps)
-        fit_s = time.perf_counter() - t0
-        runs, t_pred = [], 0.0
-        for refs in draws:
-            t0 = time.perf_counter()
-            pred = predictor.predict(emb[probe], emb[refs], labels[refs])
-            t_pred += time.perf_counter() - t0
-            runs.append(prediction_quality(pred.difficulty, labels[probe]))
-        out[kind] = {m: _agg([r[m] for r in runs]) for m in ("pearson", "spearman", "mae")}
-        out[kind].update({"used_adapter": bool(predictor.is_trained), "fit_seconds": fit_s,
-                          "predict_seconds_per_call": t_pred / max(1, len(draws))})
+def _quality(pred: Any, actual: torch.Tensor) -> dict[str, float]:
+    """Pearson / Spearman / MAE, with a flat prediction (no ranking) scored as r = 0 and flagged."""
+    q = prediction_quality(pred, actual)
+    flat = float(torch.as_tensor(pred).max() - torch.as_tensor(pred).min()) < 1e-9
+    if flat and float(actual.max() - actual.min()) > 0:
+        q.update(pearson=0.0, spearman=0.0)
+    return {**q, "no_ranking": float(flat)}
+
+
+def _draws(labelled: np.ndarray, k: int, history: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``repeats`` (references, history labels) pairs: K random labelled questions, then H of the rest."""
+    rng = np.random.default_rng([seed, k])
+    out = []
+    for _ in range(repeats):
+        refs = rng.choice(labelled, size=min(k, len(labelled)), replace=False)
+        rest = np.setdiff1d(labelled, refs)
+        out.append((refs, rng.choice(rest, size=min(history, len(rest)), replace=False)))
     return out
 
 
-def _agg(values: Sequence[float]) -> dict[str, Any]:
-    v = np.array([x for x in values if np.isfinite(x)], dtype=float)
-    if not len(v):
-        return {"mean": None, "min": None, "max": None, "n": 0}
-    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.ndarray, labelled: np.ndarray,
+           k: int, repeats: int, fit_steps: int, seed: int, history: int = 0,
+           group_size: int = 4) -> dict[str, dict[str, Any]]:
+    """Metrics of the probe rows' predictions from K labelled references, per predictor kind.
+
+    ``raw`` / ``online``: the paper mode (this round's references only), untrained or with the adapter
+    fitted on the labelled questions; ``history``: history mode with the references plus H other
+    labelled questions as the recent labels (offline every label comes from one policy: age 0).
+    K = 0 scores history mode alone (no new references: the 'later_reference_set_size 0' case).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    draws = _draws(labelled, k, history, repeats, seed)
+    kinds = (("raw", "online") if k >= 2 else ()) + (("history",) if history else ())
+    for kind in kinds:
+        runs, t_pred, fit_s, trained = [], 0.0, 0.0, False
+        if kind == "history":
+            for refs, hist in draws:
+                t0 = time.perf_counter()
+                predictor = HistoryPredictor(dataclasses.replace(pred_cfg, predictor_mode="history"), emb)
+                keys = np.concatenate([refs, hist])
+                predictor.observe(keys, labels[keys].numpy(), group_size, step=0)
+                pred = predictor.predict(0).difficulty[probe]
+                t_pred += time.perf_counter() - t0
+                runs.append(_quality(pred, labels[probe]))
+        else:
+            predictor = OnlinePredictor(pred_cfg, embed_dim=emb.shape[1], seed=seed)
+            t0 = time.perf_counter()
+            if kind == "online":
+                predictor.observe(emb[labelled], labels[labelled], round=0)
+                predictor.fit(fit_steps)
+            fit_s, trained = time.perf_counter() - t0, predictor.is_trained
+            for refs, _ in draws:
+                t0 = time.perf_counter()
+                pred = predictor.predict(emb[probe], emb[refs], labels[refs])
+                t_pred += time.perf_counter() - t0
+                runs.append(_quality(pred.difficulty, labels[probe]))
+        out[kind] = {m: _agg([r[m] for r in runs]) for m in ("pearson", "spearman", "mae")}
+        out[kind].update({"no_ranking_share": float(np.mean([r["no_ranking"] for r in runs])),
+                          "used_adapter": trained, "fit_seconds": fit_s,
+                          "predict_seconds_per_call": t_pred / max(1, len(draws))})
+    return out
 
 
 def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[str, str | None],
                           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure difficulties per phase and score every (embedder, K, predictor) on the probe set."""
-    import dataclasses
-
     p = bench.predictor
     cfg = dataclasses.replace(bench.train, seed=bench.seeds[0], task=task or bench.train.task)
     seed_everything(cfg.seed, 0)
@@ -133,10 +168,10 @@ def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[
             strata.setdefault(str(q.metadata.get("stratum", q.metadata.get("level", "all"))), []).append(d)
         results = []
         for spec in p.embedders:
-            for k in p.reference_sizes:
-                pred_cfg = dataclasses.replace(cfg.predictor, reference_set_size=k, embedder=spec)
+            for k in ((0,) if p.history_size else ()) + tuple(p.reference_sizes):
+                pred_cfg = dataclasses.replace(cfg.predictor, reference_set_size=max(k, 2), embedder=spec)
                 scored = _score(pred_cfg, embeddings[spec], labels, probe, labelled, k, p.repeats, p.fit_steps,
-                                cfg.seed)
+                                cfg.seed, history=p.history_size, group_size=p.group_size)
                 for kind, metrics in scored.items():
                     results.append({"embedder": spec, "k": k, "predictor": kind, **metrics})
         phases[phase] = {
@@ -159,24 +194,39 @@ def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[
             "repeats": p.repeats, "fit_steps": p.fit_steps}
 
 
-def in_run_quality(records_by_method_seed: dict[str, dict[int, list]], methods: Sequence[str] = ("dots", "dots_rr")
-                   ) -> dict[str, Any]:
-    """Mean predictor/* metrics logged during the part-1 runs, first vs second half of training.
+def in_run_quality(records_by_arm_seed: dict[str, dict[int, list]]) -> dict[str, Any]:
+    """The predictor as it selected: each fresh batch scored before its rollouts (references excluded).
 
-    These score the configured embedder and K on each fresh batch before its rollouts (references
-    excluded), i.e. the predictor as it actually selected (trainer decision 3).
+    Per arm with a predictor: the (predicted, realised) pairs of every step are pooled per seed and
+    scored once (``pooled``: Pearson, Spearman, MAE; then mean and min-max over seeds), and the
+    per-step Pearson is averaged with a flat prediction (no ranking) scored 0 (``per_step``). Under
+    DOTS the batch is chosen near α, which narrows the predicted range and lowers any correlation.
     """
     out: dict[str, Any] = {}
-    for method in methods:
-        if method not in records_by_method_seed:
+    for arm, by_seed in records_by_arm_seed.items():
+        pooled: dict[str, list[float]] = {"pearson": [], "spearman": [], "mae": []}
+        per_step, flat_steps, effective = [], [], []
+        for recs in by_seed.values():
+            pairs = [pair for r in recs for pair in (r.get("predictor/probe_pairs") or [])]
+            for r in recs:
+                p = r.get("predictor/probe_pairs")
+                if r.get("select/effective_frac") is not None:
+                    effective.append(float(r["select/effective_frac"]))
+                if not p:
+                    continue
+                pred, act = np.array(p, dtype=float).T
+                q = _quality(torch.tensor(pred), torch.tensor(act))
+                flat_steps.append(q["no_ranking"])
+                if np.isfinite(q["pearson"]):
+                    per_step.append(q["pearson"])
+            if len(pairs) >= 3:
+                pred, act = np.array(pairs, dtype=float).T
+                q = prediction_quality(torch.tensor(pred), torch.tensor(act))
+                for key in pooled:
+                    pooled[key].append(q[key])
+        if not flat_steps:
             continue
-        halves: dict[str, dict[str, list[float]]] = {"early": {}, "late": {}}
-        for recs in records_by_method_seed[method].values():
-            steps = [r for r in recs if r.get("time/step") is not None]
-            for i, r in enumerate(steps):
-                half = "early" if i < len(steps) / 2 else "late"
-                for key in ("predictor/pearson", "predictor/spearman", "predictor/mae", "select/effective_frac"):
-                    if r.get(key) is not None:
-                        halves[half].setdefault(key.split("/")[1], []).append(float(r[key]))
-        out[method] = {h: {k: _agg(v) for k, v in d.items()} for h, d in halves.items()}
+        out[arm] = {"pooled": {k: _agg(v) for k, v in pooled.items()},
+                    "per_step_pearson": _agg(per_step), "flat_step_share": float(np.mean(flat_steps)),
+                    "steps_scored": len(flat_steps), "effective_frac": _agg(effective)}
     return out

@@ -90,11 +90,24 @@ def _spread(s: Mapping[str, Any] | None, fmt: str = "{:.1f}") -> str:
 
 
 def _ratio(s: Mapping[str, Any] | None) -> str:
+    """Median ratio with its bootstrap 95% CI: '0.62 [0.48–0.81]'; '>1 (not reached)' style when missed."""
     if not s or s.get("n", 0) == 0:
         return "undefined" if s and s.get("undefined") else "—"
     if s["median"] is None:
         return f"not reached ({s['reached']}/{s['n']})"
-    return f"{s['median']:.2f}" + (f" [{_num(s['min'], '{:.2f}')}–{_num(s['max'], '{:.2f}')}]" if s["n"] > 1 else "")
+    if "ci_low" not in s:  # results written before the CIs existed
+        return f"{s['median']:.2f}" + (f" [{_num(s['min'], '{:.2f}')}–{_num(s['max'], '{:.2f}')}]" if s["n"] > 1 else "")
+    high = "∞" if s.get("ci_high_inf") else _num(s["ci_high"], "{:.2f}")
+    return f"{s['median']:.2f} [{_num(s['ci_low'], '{:.2f}')}–{high}]"
+
+
+def _label(result: Mapping[str, Any], name: str) -> str:
+    arms = {a["name"]: a.get("label") or a["name"] for a in result.get("settings", {}).get("arms", [])}
+    return arms.get(name) or METHOD_LABELS.get(name, name)
+
+
+def _pm(mean: Any, se: Any, fmt: str = "{:.3f}") -> str:
+    return "—" if mean is None else _num(mean, fmt) + ("" if se is None else " ± " + _num(se, fmt))
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -107,35 +120,42 @@ def markdown(result: Mapping[str, Any]) -> str:
              "", f"`{result['command']}`", "", result["settings_line"], ""]
     t = parts.get("timetotarget")
     if t:
-        init = [t["initial_pass_rate"][str(s)] for s in t["seeds"]]
-        tgt = [t["targets"][str(s)] for s in t["seeds"]]
-        lines += [f"**1. Time to GRPO's final held-out pass rate** (seeds {', '.join(map(str, t['seeds']))}; "
-                  f"target per seed = GRPO's final pass rate: {', '.join(_num(x, '{:.3f}') for x in tgt)}; "
-                  f"GRPO step-0 pass rate {', '.join(_num(x, '{:.3f}') for x in init)}"
-                  + ("" if all(t["grpo_improved"].values()) else
-                     f"; **GRPO did not improve in seed(s) {', '.join(str(s) for s, ok in t['grpo_improved'].items() if not ok)}: "
-                     "their target is trivial and excluded from ratios**") + "). Median [min–max] over seeds; "
-                  "seconds are training wall-clock (evaluation excluded), generations include reference rollouts.",
-                  "",
-                  "| method | time to target (s) | ratio to GRPO | generations to target | ratio to GRPO | "
-                  "final pass rate | s / step | effective groups |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for method, s in t["methods"].items():
-            lines.append(f"| {METHOD_LABELS.get(method, method)} | {_spread(s['seconds'])} | {_ratio(s['seconds_ratio'])} | "
-                         f"{_spread(s['generations'], '{:.0f}')} | {_ratio(s['generations_ratio'])} | "
-                         f"{_spread(s['final_pass_rate'], '{:.3f}')} | {_spread(s['seconds_per_step'])} | "
-                         f"{_spread(s['effective_frac'], '{:.2f}')} |")
+        seeds = t["seeds"]
+        init = [t["initial_pass_rate"][str(s)] for s in seeds]
+        tgt = [t["targets"][str(s)] for s in seeds]
+        bad = [str(s) for s, ok in t["grpo_improved"].items() if not ok]
+        lines += [f"**1. Time to GRPO's final held-out pass rate** (seeds {', '.join(map(str, seeds))}; target per "
+                  f"seed = GRPO's final pass rate: {', '.join(_num(x, '{:.3f}') for x in tgt)}; GRPO step-0 pass rate "
+                  f"{', '.join(_num(x, '{:.3f}') for x in init)}"
+                  + ("" if not bad else f"; **GRPO did not improve in seed(s) {', '.join(bad)}: their target is "
+                                        "trivial and they are left out of the ratios**")
+                  + "). Ratios to GRPO per seed, summarised by their median over the usable seeds and a bootstrap "
+                  "95% CI of the median (∞: the arm missed the target in enough resampled seeds). Seconds are "
+                  "training wall-clock (evaluation excluded); generations include reference rollouts.", "",
+                  "| arm | reached | time ratio | generations ratio | steps ratio | final pass rate (mean ± SE) | "
+                  "s / step | generations / step | groups with reward spread |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for arm, a in t["methods"].items():
+            lines.append(f"| {_label(result, arm)} | {a['seconds']['reached']}/{a['seconds']['n']} | "
+                         f"{_ratio(a['seconds_ratio'])} | {_ratio(a['generations_ratio'])} | "
+                         f"{_ratio(a.get('steps_ratio'))} | "
+                         f"{_pm(a.get('final_pass_rate_mean'), a.get('final_pass_rate_se'))} | "
+                         f"{_spread(a['seconds_per_step'])} | {_spread(a.get('generations_per_step'), '{:.1f}')} | "
+                         f"{_spread(a['effective_frac'], '{:.2f}')} |")
         lines.append("")
     p = parts.get("predictor")
     if p:
-        lines += [f"**2. Predictor quality** on {p['probe_size']} held-out questions (K references drawn from "
-                  f"{p['labelled_size']} labelled ones, mean over {p['repeats']} draws; `online` = adapter fitted "
-                  f"for {p['fit_steps']} episodes). Each cell: Pearson / Spearman / MAE. Labels are noisy "
-                  "(G rollouts each): next to each phase, their split-half reliability ρ (Spearman-Brown) and "
-                  "√ρ, about the highest Pearson a predictor of the true difficulty can reach against them.",
-                  ""]
+        h = p.get("history_size", 0)
+        lines += [f"**2. Predictor quality** on {p['probe_size']} held-out questions, Pearson r / MAE, mean over "
+                  f"{p['repeats']} random draws of K references from {p['labelled_size']} labelled questions. "
+                  "`raw`: paper mode, attention over raw embeddings; `online`: paper mode with the adapter and "
+                  f"calibration fitted for {p['fit_steps']} episodes; `history`: history mode, the K references plus "
+                  f"{h} other labelled questions standing for the recent fresh groups (K = 0: those alone). A "
+                  "draw whose prediction is flat (no ranking) scores r = 0; † marks cells where some draws were "
+                  "flat. Labels are noisy (G rollouts each): next to each phase, their split-half reliability ρ "
+                  "and √ρ, about the highest r a predictor of the true difficulty can reach against them.", ""]
         cols = sorted({(r["k"], r["predictor"]) for ph in p["phases"].values() for r in ph["results"]},
-                      key=lambda c: (c[0], c[1] != "raw"))
+                      key=lambda c: (c[0], ("raw", "online", "history").index(c[1])))
         lines += ["| phase | embedder | " + " | ".join(f"K={k} {pred}" for k, pred in cols) + " |",
                   "|---|---|" + "---|" * len(cols)]
         for phase, ph in p["phases"].items():
@@ -145,21 +165,29 @@ def markdown(result: Mapping[str, Any]) -> str:
                 for k, pred in cols:
                     r = by.get((emb, k, pred))
                     cells.append("—" if r is None else
-                                 f"{_num(r['pearson']['mean'], '{:.2f}')} / {_num(r['spearman']['mean'], '{:.2f}')}"
-                                 f" / {_num(r['mae']['mean'], '{:.3f}')}")
+                                 f"{_num(r['pearson']['mean'], '{:.2f}')} / {_num(r['mae']['mean'], '{:.2f}')}"
+                                 + ("†" if r.get("no_ranking_share") else ""))
                 rho = ph["label_noise_ceiling"]
                 root = math.sqrt(rho) if rho is not None and rho > 0 else None
                 lines.append(f"| {phase} (ρ {_num(rho, '{:.2f}')}, √ρ {_num(root, '{:.2f}')}) | {emb} | "
                              + " | ".join(cells) + " |")
         in_run = (parts.get("timetotarget") or {}).get("in_run_predictor") or {}
-        for method, halves in in_run.items():
-            cells = []
-            for half in ("early", "late"):
-                h = halves.get(half, {})
-                cells.append(f"{half} Pearson {_num((h.get('pearson') or {}).get('mean'), '{:.2f}')}, "
-                             f"MAE {_num((h.get('mae') or {}).get('mean'), '{:.3f}')}")
-            lines.append(f"\nDuring training ({METHOD_LABELS.get(method, method)}, fresh batch before its rollouts, "
-                         f"configured embedder and K): {'; '.join(cells)}.")
+        if in_run:
+            grpo_eff = ((t or {}).get("methods", {}).get("grpo") or {}).get("effective_frac", {}).get("median")
+            lines += ["", "During training (each fresh batch scored before its rollouts, references excluded; "
+                      "pairs pooled per seed, mean [min–max] over seeds):", "",
+                      "| arm | pooled Pearson | pooled Spearman | pooled MAE | per-step Pearson | steps with a flat "
+                      "prediction | groups with reward spread (GRPO: " + _num(grpo_eff, "{:.2f}") + ") |",
+                      "|---|---|---|---|---|---|---|"]
+            for arm, q in in_run.items():
+                pooled = q["pooled"]
+                cells = [f"{_num(pooled[k]['mean'], '{:.2f}')} [{_num(pooled[k]['min'], '{:.2f}')}–"
+                         f"{_num(pooled[k]['max'], '{:.2f}')}]" for k in ("pearson", "spearman", "mae")]
+                eff = ((t or {}).get("methods", {}).get(arm) or {}).get("effective_frac", {}).get("median")
+                lines.append(f"| {_label(result, arm)} | " + " | ".join(cells) + f" | "
+                             f"{_num(q['per_step_pearson']['mean'], '{:.2f}')} | {100 * q['flat_step_share']:.0f}% | "
+                             f"{_num(eff, '{:.2f}')}"
+                             + (f" ({eff / grpo_eff:.2f}× GRPO)" if eff is not None and grpo_eff else "") + " |")
         for phase, ph in p["phases"].items():
             strata = ", ".join(f"{k} {v['mean']:.2f}" for k, v in ph["difficulty_by_stratum"].items())
             lines.append(f"\nMeasured difficulty, phase {phase}: {strata}.")
@@ -167,7 +195,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     o = parts.get("overhead")
     if o:
         lines += [f"**3. Step-time split** (mean seconds per step; share of the step). Bookkeeping = prediction + "
-                  f"selection + replay; in {METHOD_LABELS.get(o['method'], o['method'])} it is "
+                  f"selection + replay; in {_label(result, o['method'])} it is "
                   f"{_num(100 * o['share_overall'], '{:.2f}')}% of step time overall (mean per step "
                   f"{_num(100 * o['share_mean'], '{:.2f}')}%, max {_num(100 * o['share_max'], '{:.2f}')}%): "
                   + {True: "**under** 3%.", False: "**over** 3%.", None: "not measured."}[o["under_limit"]]
@@ -179,11 +207,11 @@ def markdown(result: Mapping[str, Any]) -> str:
                           f"{e['cached_call_encoded']} questions.")
         keys = ("time/generation", "time/reference", "time/update", "time/prediction", "time/selection",
                 "time/replay", "other")
-        lines += ["", "| method | s / step | " + " | ".join(k.split("/")[-1] for k in keys) + " |",
+        lines += ["", "| arm | s / step | " + " | ".join(k.split("/")[-1] for k in keys) + " |",
                   "|---|---|" + "---|" * len(keys)]
-        for method, s in o["split"].items():
-            lines.append(f"| {METHOD_LABELS.get(method, method)} | {s['time/step']:.2f} | "
-                         + " | ".join(f"{s[k]:.2f} ({100 * s['share'][k]:.1f}%)" for k in keys) + " |")
+        for arm, sp in o["split"].items():
+            lines.append(f"| {_label(result, arm)} | {sp['time/step']:.2f} | "
+                         + " | ".join(f"{sp[k]:.2f} ({100 * sp['share'][k]:.1f}%)" for k in keys) + " |")
         lines.append("")
     q = parts.get("peer")
     if q:
@@ -214,20 +242,21 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     parts = result["parts"]
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     ax_curve, ax_gen, ax_ttt, ax_pred, ax_split, ax_peer = axes.ravel()
-    colors = {"grpo": "tab:gray", "dots": "tab:blue", "rr": "tab:orange", "dots_rr": "tab:green"}
+    colors = {"grpo": "tab:gray", "dots": "tab:blue", "rr": "tab:orange", "dots_rr": "tab:green",
+              "dots_rr_paper": "tab:purple"}
     t = parts.get("timetotarget")
     if t:
         for method, by_seed in t["curves"].items():
             runs = [pts for pts in by_seed.values() if pts]
             for pts in runs:                                    # each seed: thin
                 _, secs, gens, rate = zip(*pts)
-                ax_curve.plot(secs, rate, "-", lw=0.8, color=colors.get(method), alpha=0.35)
-                ax_gen.plot(gens, rate, "-", lw=0.8, color=colors.get(method), alpha=0.35)
+                ax_curve.plot(secs, rate, "-", lw=0.8, color=colors.get(method), alpha=0.3)
+                ax_gen.plot(gens, rate, "-", lw=0.8, color=colors.get(method), alpha=0.3)
             steps = sorted(set.intersection(*(set(p[0] for p in pts) for pts in runs))) if runs else []
             if steps:                                           # mean over seeds at shared eval steps: bold
                 at = [[next(p for p in pts if p[0] == s) for pts in runs] for s in steps]
                 mean = [[sum(p[i] for p in row) / len(row) for row in at] for i in (1, 2, 3)]
-                label = METHOD_LABELS.get(method, method)
+                label = _label(result, method)
                 ax_curve.plot(mean[0], mean[2], "-o", ms=4, lw=2.2, color=colors.get(method), label=label)
                 ax_gen.plot(mean[1], mean[2], "-o", ms=4, lw=2.2, color=colors.get(method), label=label)
         for ax, xl in ((ax_curve, "training seconds"), (ax_gen, "generations (reference rollouts included)")):
@@ -237,46 +266,46 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         n_seeds = len(t.get("seeds", ()))
         ax_curve.set_title(f"pass rate vs wall-clock (bold: mean of {n_seeds} seeds; thin: each)")
         ax_gen.set_title("pass rate vs generations")
-        names = list(t["methods"])
-        for j, key in enumerate(("seconds_ratio", "generations_ratio")):
-            med = [t["methods"][m][key]["median"] for m in names]
-            lo = [t["methods"][m][key]["min"] for m in names]
-            hi = [t["methods"][m][key]["max"] for m in names]
-            x = [i + (j - 0.5) * 0.38 for i in range(len(names))]
-            vals = [v if v is not None else 0 for v in med]
-            # a max of None is a seed that never reached the target: draw the bar's cap at its median
-            err = [[max(0, v - (l if l is not None else v)) for v, l in zip(vals, lo)],
-                   [max(0, (h if h is not None else v) - v) for v, h in zip(vals, hi)]]
-            ax_ttt.bar(x, vals, 0.38, yerr=err, capsize=3, label=key.split("_")[0] + " (ratio)",
-                       color="tab:purple" if j == 0 else "tab:olive")
+        names = [m for m in t["methods"] if m != t.get("baseline", "grpo")]
         highest = 1.0
-        for i, m in enumerate(names):
-            st, top = t["methods"][m]["seconds_ratio"], 0.0
-            for key in ("seconds_ratio", "generations_ratio"):
-                r = t["methods"][m][key]
-                top = max(top, *(v for v in (r["median"], r["max"]) if v is not None), 0.0)
-            text = f"{st['reached']}/{st['n']} seeds\nreached" if st["n"] else "n/a"
-            if st["median"] is None and st["n"]:
-                text = "median not\nreached\n" + text
-            ax_ttt.text(i, top + 0.03, text, ha="center", va="bottom", fontsize=7)
-            highest = max(highest, top)
-        ax_ttt.set_ylim(0, 1.3 * highest + 0.1)
+        for j, (key, color) in enumerate((("seconds_ratio", "tab:purple"), ("generations_ratio", "tab:olive"),
+                                          ("steps_ratio", "tab:cyan"))):
+            x = [i + (j - 1) * 0.27 for i in range(len(names))]
+            for xi, m in zip(x, names):
+                r = t["methods"][m].get(key) or {}
+                if not r.get("n"):
+                    continue
+                med = r["median"]
+                hi = 2.0 if r.get("ci_high_inf") or r.get("ci_high") is None else r["ci_high"]
+                lo = r.get("ci_low") if r.get("ci_low") is not None else (med if med is not None else hi)
+                if med is None:  # median not reached: an open bar to the plot's top
+                    ax_ttt.bar(xi, 2.0, 0.27, color="none", edgecolor=color, hatch="//")
+                    continue
+                ax_ttt.bar(xi, med, 0.27, color=color, label=key.split("_")[0] if xi == x[0] else None)
+                ax_ttt.errorbar(xi, med, yerr=[[max(0, med - lo)], [max(0, hi - med)]], color="k", capsize=3, lw=1)
+                highest = max(highest, min(hi, 2.0))
         ax_ttt.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax_ttt.set_xticks(range(len(names)), [METHOD_LABELS.get(m, m) for m in names])
-        ax_ttt.set_title("to reach GRPO's final pass rate, / GRPO (median, min–max)")
+        ax_ttt.axhline(0.6, color="tab:red", lw=0.8, ls=":")
+        ax_ttt.set_ylim(0, max(1.3, 1.1 * highest))
+        ax_ttt.set_xticks(range(len(names)), [_label(result, m) for m in names], fontsize=8)
+        ax_ttt.set_title("to reach GRPO's final pass rate, / GRPO\n(median over seeds, bootstrap 95% CI; "
+                         "dotted: 0.6)", fontsize=9)
         ax_ttt.legend(fontsize=8)
     p = parts.get("predictor")
     if p:
         labels, vals = [], []
         for phase, ph in p["phases"].items():
             for r in ph["results"]:
-                labels.append(f"{phase[:5]} {r['embedder'][:6]} K{r['k']} {r['predictor'][:3]}")
+                if r["embedder"] != "minilm" and len({x["embedder"] for x in ph["results"]}) > 1:
+                    continue
+                labels.append(f"{phase[:5]} K{r['k']} {r['predictor']}")
                 vals.append(r["pearson"]["mean"] if r["pearson"]["mean"] is not None else 0.0)
         kinds = [lab.rsplit(" ", 1)[-1] for lab in labels]
-        ax_pred.barh(range(len(vals)), vals, color=["tab:cyan" if k == "raw" else "tab:blue" for k in kinds])
+        ax_pred.barh(range(len(vals)), vals, color=[{"raw": "tab:cyan", "online": "tab:blue"}.get(k, "tab:green")
+                                                    for k in kinds])
         ax_pred.set_yticks(range(len(vals)), labels, fontsize=6)
         ax_pred.axvline(0, color="k", lw=0.8)
-        ax_pred.set_title("predictor Pearson r on held-out probes")
+        ax_pred.set_title("predictor Pearson r on held-out probes (minilm)")
     o = parts.get("overhead")
     if o:
         keys = ("time/generation", "time/reference", "time/update", "time/prediction", "time/selection",
@@ -287,10 +316,10 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             v = [o["split"][m][k] for m in names]
             ax_split.bar(range(len(names)), v, bottom=bottom, label=k.split("/")[-1])
             bottom = [b + x for b, x in zip(bottom, v)]
-        ax_split.set_xticks(range(len(names)), [METHOD_LABELS.get(m, m) for m in names])
+        ax_split.set_xticks(range(len(names)), [_label(result, m) for m in names], fontsize=8)
         ax_split.set_ylabel("seconds per step")
         ax_split.set_title(f"step-time split; bookkeeping {100 * (o['share_overall'] or 0):.2f}% of "
-                           f"{METHOD_LABELS.get(o['method'], o['method'])}")
+                           f"{_label(result, o['method'])}")
         ax_split.set_ylim(0, 1.35 * max(bottom))
         ax_split.legend(fontsize=7, ncol=4, loc="upper center")
     q = parts.get("peer")

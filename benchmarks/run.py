@@ -1,13 +1,13 @@
-"""The benchmark entry point: GRPO, DOTS, RR and DOTS+RR side by side, in one run.
+"""The benchmark entry point: GRPO and DOTS+RR (history and paper mode; optionally DOTS, RR) side by side.
 
     .venv/bin/python -m benchmarks.run --config cpu [--seeds 0 1 2] [--out benchmarks/results]
                                        [--only timetotarget,predictor,overhead,peer] [--readme]
 
 Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; METHOD §7):
-  1. timetotarget: every method x seed trains the same steps; seconds and generations to reach
-     GRPO's final held-out pass rate, median [min-max] over seeds, ratio to GRPO.
+  1. timetotarget: every arm x seed trains the same steps; seconds, generations and steps to reach
+     GRPO's final held-out pass rate, ratio to GRPO per seed, median and bootstrap 95% CI over seeds.
   2. predictor: Pearson / Spearman / MAE of predicted vs measured difficulty on held-out probes, per
-     phase (initial policy, after GRPO), embedder and K.
+     phase (initial policy, after GRPO), embedder, K and mode (paper raw / online, history).
   3. overhead: per-step time split; prediction + selection + replay share of a DOTS+RR step (< 3%?).
   4. peer: one GRPO step of dotslab vs TRL GRPOTrainer, same tiny model and batch, own processes.
 
@@ -39,12 +39,14 @@ def settings_line(bench: Any) -> str:
     c, g = bench.train, bench.train.grpo
     task = "arithmetic mix (dotslab.data.ARITHMETIC_MIX)" if bench.task_mix_size else c.task
     pool = bench.task_mix_size - c.eval_size if bench.task_mix_size else c.train_size
+    evaluation = "1 greedy completion" if c.eval_greedy else f"{c.eval_samples} samples"
     return (f"Policy `{c.policy}`, task {task}, pool N={pool}, held-out {c.eval_size} questions × "
-            f"{c.eval_samples} samples every {c.eval_every} steps; {c.total_steps} steps, B={g.questions_per_step}, "
+            f"{evaluation} every {c.eval_every} steps; {c.total_steps} steps, B={g.questions_per_step}, "
             f"G={g.group_size}, K={c.predictor.reference_set_size} ({c.predictor.embedder}), "
             f"µ={c.selection.steps_per_round}, δ={c.replay.fresh_fraction}, C={c.replay.buffer_capacity}, "
             f"{g.max_new_tokens} new tokens, T={g.temperature}, lr={g.learning_rate:g}, reward {c.reward}"
-            + (", bf16 autocast" if g.bf16_autocast else "") + ".")
+            + (", bf16 autocast" if g.bf16_autocast else "") + f", {c.threads or 'auto'} torch threads; arms "
+            + ", ".join(f"{a.name} ({', '.join(f'{k} {v}' for k, v in a.settings)})" for a in bench.arms) + ".")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seeds")
     ap.add_argument("--out", default="benchmarks/results", help="results folder (default: %(default)s)")
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
-    ap.add_argument("--methods", nargs="+", default=None, help="default: grpo dots rr dots_rr (grpo is needed "
-                    "for targets; overhead reads dots_rr)")
+    ap.add_argument("--arms", nargs="+", default=None, help="subset of the config's arms (default: all; grpo is "
+                    "needed for targets; overhead reads dots_rr); see benchmarks/configs.py")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's; cpu: all cores)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override training Config keys (parsed by type, as dotslab train -p), e.g. --set total_steps=2 eval_size=8")
@@ -87,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = CONFIGS[args.config]()
     if args.seeds:
         bench = dataclasses.replace(bench, seeds=tuple(args.seeds))
-    if args.methods:
-        bench = dataclasses.replace(bench, methods=tuple(args.methods))
+    if args.arms:
+        known = {a.name for a in bench.arms}
+        if set(args.arms) - known:
+            raise SystemExit(f"unknown arm(s) {sorted(set(args.arms) - known)}; the {bench.name} config has {sorted(known)}")
+        bench = dataclasses.replace(bench, arms=tuple(a for a in bench.arms if a.name in args.arms))
     if args.threads is not None:
         bench = dataclasses.replace(bench, torch_threads=args.threads)
     if args.set:
@@ -139,7 +144,8 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine, "estimate_seconds": est, "settings_line": settings_line(bench),
         "settings": {"train": dataclasses.replace(bench.train, task=task or bench.train.task).to_dict(),
-                     "seeds": list(bench.seeds), "methods": list(bench.methods),
+                     "seeds": list(bench.seeds), "arms": [{"name": a.name, "label": a.label,
+                                                            "settings": dict(a.settings)} for a in bench.arms],
                      "predictor": dataclasses.asdict(bench.predictor), "peer": dataclasses.asdict(bench.peer),
                      "task_mix_size": bench.task_mix_size,
                      "reward": getattr(bench.reward_fn, "__name__", None) or bench.train.reward},
@@ -148,12 +154,12 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
     records, run_dirs = {}, {}
     if "timetotarget" in parts or "overhead" in parts:
         t0 = time.perf_counter()
-        methods = bench.methods if "timetotarget" in parts else ("dots_rr",)
-        if "timetotarget" in parts and "grpo" not in methods:
-            raise SystemExit("timetotarget needs the grpo baseline; add grpo to --methods")
-        _log(f"[1/4] training {len(methods)} method(s) x {len(bench.seeds)} seed(s)")
+        arms = bench.arms if "timetotarget" in parts else tuple(a for a in bench.arms if a.name == "dots_rr")
+        if "timetotarget" in parts and "grpo" not in {a.name for a in arms}:
+            raise SystemExit("timetotarget needs the grpo baseline; add grpo to --arms")
+        _log(f"[1/4] training {len(arms)} arm(s) x {len(bench.seeds)} seed(s)")
         keep = (lambda m, s: m == "grpo" and s == bench.seeds[0]) if "predictor" in parts else (lambda m, s: False)
-        records, run_dirs = timetotarget.run_methods(bench, methods, bench.seeds, run_root, task, keep, _log)
+        records, run_dirs = timetotarget.run_methods(bench, arms, bench.seeds, run_root, task, keep, _log)
         if "timetotarget" in parts:
             summary = timetotarget.summarise(records)
             summary["curves"] = timetotarget.eval_curves(records)

@@ -14,6 +14,9 @@ Decisions:
      seeds reached the target, and a ratio is +inf when the method missed and GRPO did not.
   3. A seed where GRPO's final pass rate does not exceed its step-0 pass rate makes the target
      trivial (reached at step 0 by everyone); it is flagged ``trivial`` and its ratio is undefined.
+  4. Ratios (time, generations, steps to target, arm / GRPO, per seed) are summarised by their
+     median over the usable seeds and a percentile bootstrap 95% CI of that median (seeds resampled
+     with replacement, 10,000 times), as benchmarks/README.md's protocol fixes in advance.
 """
 from __future__ import annotations
 
@@ -64,9 +67,42 @@ def median_ratio(ratios: Sequence[float]) -> dict[str, Any]:
     return out
 
 
+def bootstrap_median_ci(values: Sequence[float], *, resamples: int = 10_000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median over seeds (resampled with replacement); +inf allowed.
+
+    Each resample's median is taken without interpolation between the two middle values when one
+    is +inf (it is then +inf: the method missed in half the resample); the CI ends are order
+    statistics of the resampled medians, so +inf stays +inf instead of becoming nan.
+    """
+    v = np.array([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
+    draws = np.sort(v[idx], axis=1)
+    n = len(v)
+    medians = draws[:, n // 2] if n % 2 else np.where(np.isinf(draws[:, n // 2]), np.inf,
+                                                        (draws[:, n // 2 - 1] + draws[:, n // 2]) / 2)
+    medians = np.sort(medians)
+    lo = medians[int(np.floor((1 - level) / 2 * (resamples - 1)))]
+    hi = medians[int(np.ceil((1 + level) / 2 * (resamples - 1)))]
+    return float(lo), float(hi)
+
+
+def ratio_summary(ratios: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
+    """:func:`median_ratio` plus its bootstrap 95% CI (``ci_low``/``ci_high``; None = not reached)."""
+    out = median_ratio(ratios)
+    lo, hi = bootstrap_median_ci(ratios, seed=seed)
+    out["ci_low"] = None if math.isinf(lo) or math.isnan(lo) else lo
+    out["ci_high"] = None if math.isinf(hi) or math.isnan(hi) else hi
+    out["ci_high_inf"] = bool(math.isinf(hi))
+    out["per_seed"] = [None if math.isinf(r) or math.isnan(r) else r for r in ratios]
+    return out
+
+
 def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],
               baseline: str = "grpo") -> dict[str, Any]:
-    """Targets, per-seed reach and per-method medians from the runs' metrics records."""
+    """Targets, per-seed reach and per-arm medians (with bootstrap CIs of the ratios) from the runs' records."""
     seeds = sorted(records_by_method_seed[baseline])
     targets, trivial, initial = {}, {}, {}
     for s in seeds:
@@ -87,27 +123,35 @@ def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],
                                    "total_seconds": steps[-1]["time/elapsed"] if steps else math.nan,
                                    "total_generations": steps[-1]["rollout/total_generations"] if steps else math.nan,
                                    "seconds_per_step": float(np.mean([r["time/step"] for r in steps])) if steps else math.nan,
+                                   "generations_per_step": float(np.mean([r["rollout/generations"] for r in steps
+                                                                         if r.get("rollout/generations") is not None]))
+                                   if steps else math.nan,
                                    "effective_frac": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps]))
                                    if steps else math.nan}
     methods: dict[str, Any] = {}
+    nontrivial = [s for s in seeds if not trivial[s]]
     for method, by_seed in per_seed.items():
         base = per_seed[baseline]
-        nontrivial = [s for s in seeds if not trivial[s]]
+        finals = [by_seed[s]["final_pass_rate"] for s in seeds if not math.isnan(by_seed[s]["final_pass_rate"])]
         methods[method] = {
             "seconds": spread([by_seed[s]["seconds"] for s in seeds]),
             "generations": spread([by_seed[s]["generations"] for s in seeds]),
             "steps": spread([by_seed[s]["step"] for s in seeds]),
-            "seconds_ratio": median_ratio([ratio(by_seed[s]["seconds"], base[s]["seconds"]) for s in nontrivial]),
-            "generations_ratio": median_ratio([ratio(by_seed[s]["generations"], base[s]["generations"])
-                                               for s in nontrivial]),
+            "seconds_ratio": ratio_summary([ratio(by_seed[s]["seconds"], base[s]["seconds"]) for s in nontrivial]),
+            "generations_ratio": ratio_summary([ratio(by_seed[s]["generations"], base[s]["generations"])
+                                                for s in nontrivial]),
+            "steps_ratio": ratio_summary([ratio(by_seed[s]["step"], base[s]["step"]) for s in nontrivial]),
             "final_pass_rate": spread([by_seed[s]["final_pass_rate"] for s in seeds]),
+            "final_pass_rate_mean": float(np.mean(finals)) if finals else None,
+            "final_pass_rate_se": float(np.std(finals, ddof=1) / math.sqrt(len(finals))) if len(finals) > 1 else None,
             "seconds_per_step": spread([by_seed[s]["seconds_per_step"] for s in seeds]),
+            "generations_per_step": spread([by_seed[s]["generations_per_step"] for s in seeds]),
             "total_generations": spread([by_seed[s]["total_generations"] for s in seeds]),
             "effective_frac": spread([by_seed[s]["effective_frac"] for s in seeds]),
         }
     return {"baseline": baseline, "seeds": seeds, "targets": targets, "initial_pass_rate": initial,
             "trivial_target": trivial, "grpo_improved": {s: not trivial[s] for s in seeds},
-            "per_seed": per_seed, "methods": methods}
+            "usable_seeds": nontrivial, "per_seed": per_seed, "methods": methods}
 
 
 def eval_curves(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> dict[str, dict[int, list]]:
@@ -119,33 +163,33 @@ def eval_curves(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> 
 
 
 # ---- running ----------------------------------------------------------------------------------
-def run_methods(bench: Any, methods: Sequence[str], seeds: Sequence[int], run_root: Path, task: str | None,
+def run_methods(bench: Any, arms: Sequence[Any], seeds: Sequence[int], run_root: Path, task: str | None,
                 keep_checkpoint: Callable[[str, int], bool] = lambda m, s: False,
                 log: Callable[[str], None] = print) -> tuple[dict[str, dict[int, list]], dict[str, dict[int, str]]]:
-    """Train every (seed, method), seed-major so machine-load drift hits all methods alike.
+    """Train every (seed, arm), seed-major so machine-load drift hits all arms alike.
 
-    Checkpoints are deleted after each run (they are GBs for SmolLM2) unless ``keep_checkpoint``.
-    Returns records and run folders by method and seed.
+    Checkpoints are deleted after each run (they are GBs for SmolLM2) unless ``keep_checkpoint(arm, seed)``.
+    Returns records and run folders by arm name and seed.
     """
-    records: dict[str, dict[int, list]] = {m: {} for m in methods}
-    run_dirs: dict[str, dict[int, str]] = {m: {} for m in methods}
+    records: dict[str, dict[int, list]] = {a.name: {} for a in arms}
+    run_dirs: dict[str, dict[int, str]] = {a.name: {} for a in arms}
     for seed in seeds:
-        for method in methods:
-            cfg = bench.run_config(method, seed, str(run_root), task)
+        for arm in arms:
+            cfg = bench.run_config(arm, seed, str(run_root), task)
             run_dir = Path(cfg.run_root) / cfg.resolved_run_name
             if run_dir.exists():  # a previous benchmark's folder with the same timestamp-free name
                 shutil.rmtree(run_dir)
             t0 = time.perf_counter()
             result = train(cfg, progress=False, reward_fn=bench.reward_fn)
             wall = time.perf_counter() - t0
-            records[method][seed] = list(result.records)
-            run_dirs[method][seed] = str(result.run_dir)
+            records[arm.name][seed] = list(result.records)
+            run_dirs[arm.name][seed] = str(result.run_dir)
             evals = [r["eval/pass_rate"] for r in result.records if r.get("eval/pass_rate") is not None]
-            log(f"  {method:8s} seed {seed}: {cfg.total_steps} steps, eval pass rate "
+            log(f"  {arm.name:14s} seed {seed}: {cfg.total_steps} steps, eval pass rate "
                 f"{evals[0] if evals else float('nan'):.3f} -> {evals[-1] if evals else float('nan'):.3f}, "
                 f"{result.records[-1].get('rollout/total_generations', 0)} generations, "
                 f"train {result.records[-1].get('time/elapsed', 0.0):.1f}s, wall {wall:.1f}s")
-            if not keep_checkpoint(method, seed):
+            if not keep_checkpoint(arm.name, seed):
                 shutil.rmtree(Path(result.run_dir) / "checkpoints", ignore_errors=True)
             del result
             gc.collect()

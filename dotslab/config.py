@@ -173,9 +173,9 @@ class Config:
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', or a torch device string such as 'cuda:1'."""
     threads: int = 0
-    """torch's CPU threads for the run; 0 chooses at start: the cores not already busy (cores minus the
-    1-minute load average, at least 1). On a busy 2-core machine 2 threads ran generation several times
-    slower than 1 (README, "Threads"); results do not depend on it beyond float rounding."""
+    """torch's CPU threads for the run; 0 chooses at start whichever of 1 thread and all cores runs a short
+    matmul faster (on a busy 2-core machine 2 threads ran generation several times slower than 1; on a
+    quiet one 2 are faster: README, "Threads"). Results do not depend on it beyond float rounding."""
     run_root: str = "runs"
     """Folder under which runs/<run_name>/ is created."""
     run_name: str = ""

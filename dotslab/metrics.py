@@ -46,6 +46,7 @@ GLOSSARY: dict[str, str] = {
     "predictor/pearson": "Pearson r of predicted vs realised difficulty on the fresh batch (not references)",
     "predictor/spearman": "Spearman r of the same",
     "predictor/mae": "mean absolute error of the same",
+    "predictor/probe_pairs": "the [predicted, realised] difficulty of each question behind predictor/pearson (for pooled scores)",
     "predictor/used_adapter": "1 once the trained adapter predicts, 0 for raw-embedding attention",
     "predictor/train_loss": "online BCE loss of the adapter's last episode",
     "predictor/labels": "labelled questions available to train the adapter",

@@ -208,6 +208,7 @@ class RoundPlanner:
             if len(probe) >= 2:
                 quality = prediction_quality(torch.tensor(predicted[probe]), torch.tensor(actual[probe]))
                 m.update({f"predictor/{k}": float(v) for k, v in quality.items()})
+                m["predictor/probe_pairs"] = [[round(float(predicted[k]), 5), float(actual[k])] for k in probe]
         if isinstance(self.predictor, HistoryPredictor):
             for g, i in zip(groups, ids):  # a reused reference group keeps the step it was measured at
                 self.predictor.observe([i], [g.difficulty], len(g.rollouts), g.step)

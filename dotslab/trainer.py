@@ -59,15 +59,27 @@ class RunResult:
 
 
 def choose_threads(setting: int) -> int:
-    """The torch thread count for ``Config.threads``: the setting, or for 0 the cores not already busy."""
-    if setting > 0:
-        return setting
+    """The torch thread count for ``Config.threads``: the setting, or for 0 whichever of 1 thread and
+    all cores runs a short matmul of the policy's size faster right now (on a busy machine one thread
+    can be several times faster than two; on a quiet one all cores win). Sets it and returns it."""
     cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+    if setting > 0 or cores == 1:
+        torch.set_num_threads(setting or 1)
+        return torch.get_num_threads()
+    a, b = torch.randn(64, 576), torch.randn(576, 1536)  # one decode step's MLP matmul at B·G = 64 rows
+    best = None
+    for threads in (1, cores):
+        torch.set_num_threads(threads)
+        a @ b  # warm-up
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 0.05:
+            a @ b
+            n += 1
+        per_op = (time.perf_counter() - t0) / n
+        if best is None or per_op < best[0]:
+            best = (per_op, threads)
+    torch.set_num_threads(best[1])
+    return best[1]
 
 
 def seed_everything(seed: int, step: int) -> None:
@@ -115,7 +127,7 @@ class Run:
              hooks: Sequence[Hook]) -> "Run":
         """Load data and policy, build the planner, lock the run folder (``guard``) and restore the newest
         usable checkpoint when resuming. Bad input fails before anything is written."""
-        torch.set_num_threads(choose_threads(cfg.threads))
+        choose_threads(cfg.threads)
         seed_everything(cfg.seed, 0)
         train_set, eval_set = load_task(cfg)
         check_pool_size(cfg, len(train_set))

@@ -20,7 +20,7 @@ def run(evals, seconds_per_step=10.0, gens_per_step=16):
     for step in range(0, max(evals) + 1):
         r = {"step": step, "rollout/total_generations": step * gens_per_step, "time/elapsed": step * seconds_per_step}
         if step:
-            r.update({"time/step": seconds_per_step, "rollout/frac_zero_std": 0.5})
+            r.update({"time/step": seconds_per_step, "rollout/frac_zero_std": 0.5, "rollout/generations": gens_per_step})
         if step in evals:
             r["eval/pass_rate"] = evals[step]
         recs.append(r)
@@ -65,6 +65,8 @@ def test_summarise_paired_targets_ratios_and_not_reached():
     assert m["generations_ratio"]["min"] == pytest.approx(80 / 128)
     assert s["methods"]["grpo"]["seconds_ratio"]["median"] == 1.0
     assert s["methods"]["grpo"]["effective_frac"]["median"] == 0.5
+    assert m["steps_ratio"]["per_seed"] == [pytest.approx(0.5), None]       # step 4 vs 8; seed 1 not reached
+    assert m["generations_per_step"]["median"] == 20.0
 
 
 def test_summarise_flags_a_trivial_target_and_leaves_its_ratio_undefined():
@@ -73,7 +75,8 @@ def test_summarise_flags_a_trivial_target_and_leaves_its_ratio_undefined():
     assert s["trivial_target"] == {0: True} and s["grpo_improved"] == {0: False}
     assert s["per_seed"]["dots"][0]["seconds"] == 0.0                 # reached at step 0
     assert s["methods"]["dots"]["seconds_ratio"] == {"median": None, "min": None, "max": None, "n": 0,
-                                                      "reached": 0, "undefined": 0}
+                                                      "reached": 0, "undefined": 0, "ci_low": None, "ci_high": None,
+                                                      "ci_high_inf": False, "per_seed": []}
 
 
 # ---- overhead split -----------------------------------------------------------------------------
@@ -103,13 +106,17 @@ def test_write_mix_writes_the_arithmetic_mix(tmp_path):
 def test_configs_build_and_cpu_estimate_is_well_under_an_hour():
     for name, make in configs.CONFIGS.items():
         bench = make()
-        assert bench.name == name and "grpo" in bench.methods and bench.seeds
-        cfg = bench.run_config("dots_rr", 1, "/tmp/x")
+        assert bench.name == name and bench.arm("grpo").method == "grpo" and bench.seeds
+        cfg = bench.run_config(bench.arm("dots_rr"), 1, "/tmp/x")
         assert cfg.method == "dots_rr" and cfg.seed == 1 and cfg.grpo == bench.train.grpo
     cpu = configs.cpu()
-    assert len(cpu.seeds) >= 3 and cpu.train.policy == "smollm2"
+    # the pre-registered protocol (benchmarks/README.md): >= 5 seeds, >= 32 steps, eval SE <= 0.03
+    assert len(cpu.seeds) >= 5 and cpu.train.total_steps >= 32 and cpu.train.policy == "smollm2"
+    assert cpu.train.eval_greedy and 0.5 / math.sqrt(cpu.train.eval_size) <= 0.03
+    assert {a.name for a in cpu.arms} >= {"grpo", "dots_rr", "dots_rr_paper"}
+    assert cpu.arm("dots_rr").settings == (("method", "dots_rr"), ("predictor_mode", "history"))
     est = configs.estimate_seconds(cpu, ("timetotarget", "predictor", "overhead", "peer"))
-    assert 0 < sum(est.values()) < 50 * 60
+    assert 0 < sum(est.values()) < 95 * 60
     assert parity_reward("ab", None) == 1.0 and parity_reward("abc", None) == 0.0
 
 
@@ -191,7 +198,7 @@ def test_entry_point_rejects_unknown_parts_and_missing_baseline(tmp_path):
     with pytest.raises(SystemExit):
         main(["--config", "tiny", "--only", "speed", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="grpo"):
-        main(["--config", "tiny", "--only", "timetotarget", "--methods", "dots", "--out", str(tmp_path)])
+        main(["--config", "tiny", "--only", "timetotarget", "--arms", "dots_rr", "--out", str(tmp_path)])
 
 
 def test_readme_shows_the_committed_cpu_benchmark():
@@ -204,3 +211,18 @@ def test_readme_shows_the_committed_cpu_benchmark():
     assert block == readme_content(md, results / "cpu-latest.png", root / "README.md")
     saved = json.loads((results / "latest-cpu.json").read_text(encoding="utf-8"))
     assert markdown(clean(saved)) == md, "cpu-latest.md was edited by hand or is stale against latest-cpu.json"
+
+
+def test_bootstrap_ci_of_the_median_against_a_direct_enumeration():
+    """Three seeds: all 27 equally likely resamples can be enumerated, so the CI is known exactly."""
+    import itertools
+    values = [0.4, 0.6, math.inf]
+    medians = sorted(sorted(c)[1] for c in itertools.product(values, repeat=3))   # 27 resample medians
+    lo, hi = timetotarget.bootstrap_median_ci(values, resamples=200_000, seed=1)
+    # P(median = 0.4) = P(at least two 0.4s) = 7/27 > 2.5%, so the lower end is 0.4; P(median = inf) = 7/27 too
+    assert medians.count(0.4) == 7 and medians.count(math.inf) == 7
+    assert lo == 0.4 and math.isinf(hi)
+    lo, hi = timetotarget.bootstrap_median_ci([0.5, 0.5, 0.5, 0.5])
+    assert lo == hi == 0.5
+    s = timetotarget.ratio_summary([0.5, 0.7, 0.6, 0.55, 0.65])
+    assert s["median"] == 0.6 and 0.5 <= s["ci_low"] <= 0.6 <= s["ci_high"] <= 0.7 and not s["ci_high_inf"]
