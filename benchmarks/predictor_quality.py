@@ -122,6 +122,13 @@ def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.nda
     return out
 
 
+def _agg(values: Sequence[float]) -> dict[str, Any]:
+    v = np.array([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
 def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[str, str | None],
                           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure difficulties per phase and score every (embedder, K, predictor) on the probe set."""

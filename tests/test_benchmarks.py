@@ -127,7 +127,8 @@ def test_markdown_writes_not_reached_and_nulls():
                     "parts": {"timetotarget": timetotarget.summarise(
                         {"grpo": {0: run({0: 0.2, 4: 0.5})}, "dots": {0: run({0: 0.2, 4: 0.3})}})}})
     md = markdown(result)
-    assert "| DOTS | not reached (0/1) |" in md and "| GRPO | 40.0 [40.0–40.0] | 1.00 |" in md
+    assert "| DOTS | 0/1 | not reached (0/1) | not reached (0/1) | not reached (0/1) | 0.300 |" in md
+    assert "| GRPO | 1/1 | 1.00 [1.00–1.00] |" in md
     assert "NaN" not in json.dumps(result)
 
 
@@ -146,21 +147,29 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
     assert set(result["parts"]) == {"timetotarget", "predictor", "overhead", "peer"}
 
     t = result["parts"]["timetotarget"]
-    assert t["seeds"] == [0, 1] and set(t["methods"]) == {"grpo", "dots", "rr", "dots_rr"}
+    assert t["seeds"] == [0, 1] and set(t["methods"]) == {"grpo", "dots_rr", "dots_rr_paper", "rr"}
     for m in t["methods"].values():
-        assert {"seconds", "generations", "seconds_ratio", "generations_ratio", "final_pass_rate"} <= set(m)
-    # generations per step follow B·G, (B + K/µ)·G, δB·G after round 0, (δB + K/µ)·G
+        assert {"seconds", "generations", "seconds_ratio", "generations_ratio", "steps_ratio",
+                "final_pass_rate"} <= set(m)
+        assert {"ci_low", "ci_high", "per_seed"} <= set(m["seconds_ratio"])
+    # generations per step follow B·G, δB·G after round 0, (δB + K/µ)·G
     gens = {m: t["per_seed"][m]["0"]["total_generations"] for m in t["methods"]}
     B, G, K, steps = 4, 2, 2, 4
-    assert gens["grpo"] == steps * B * G and gens["dots"] == steps * (B + K // 2) * G
+    assert gens["grpo"] == steps * B * G
     assert gens["rr"] == 2 * B * G + 2 * (B // 2) * G and gens["dots_rr"] == gens["rr"] + steps * K // 2 * G
+    assert gens["dots_rr_paper"] == gens["dots_rr"]
+    # the arms differ only in what they name: the two DOTS+RR arms in the predictor mode
+    assert result["settings"]["arms"][1]["settings"] == {"method": "dots_rr", "predictor_mode": "history"}
+    assert set(t["in_run_predictor"]) == {"dots_rr", "dots_rr_paper"}
+    assert all(q["steps_scored"] > 0 for q in t["in_run_predictor"].values())
 
     p = result["parts"]["predictor"]
     assert set(p["phases"]) == {"init", "after_grpo"}
     rows = p["phases"]["init"]["results"]
-    assert {(r["embedder"], r["k"], r["predictor"]) for r in rows} == {
-        (e, k, kind) for e in ("hash", "policy") for k in (2, 4) for kind in ("raw", "online")}
-    assert all({"pearson", "spearman", "mae"} <= set(r) for r in rows)
+    assert {(r["embedder"], r["k"], r["predictor"]) for r in rows} == (
+        {(e, k, kind) for e in ("hash", "policy") for k in (2, 4) for kind in ("raw", "online", "history")}
+        | {(e, 0, "history") for e in ("hash", "policy")})
+    assert all({"pearson", "spearman", "mae", "no_ranking_share"} <= set(r) for r in rows)
     assert all(r["used_adapter"] == (r["predictor"] == "online") for r in rows)
 
     o = result["parts"]["overhead"]
@@ -177,7 +186,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
     assert q["trl_over_dotslab_time"] > 0
 
     md = (out / "tiny-latest.md").read_text()
-    assert "| DOTS+RR |" in md and "Predictor quality" in md and "dotslab vs TRL" in md
+    assert "| DOTS+RR (history) |" in md and "Predictor quality" in md and "dotslab vs TRL" in md
     assert (out / "tiny-latest.png").stat().st_size > 10_000
     text = readme.read_text()
     assert text.startswith("# intro\n") and text.endswith("## after\n") and "old table" not in text
@@ -226,3 +235,19 @@ def test_bootstrap_ci_of_the_median_against_a_direct_enumeration():
     assert lo == hi == 0.5
     s = timetotarget.ratio_summary([0.5, 0.7, 0.6, 0.55, 0.65])
     assert s["median"] == 0.6 and 0.5 <= s["ci_low"] <= 0.6 <= s["ci_high"] <= 0.7 and not s["ci_high_inf"]
+
+
+def test_in_run_quality_pools_pairs_per_seed_and_scores_flat_steps_as_no_ranking():
+    import numpy as np
+    from benchmarks.predictor_quality import in_run_quality
+    seed0 = [{"step": 1, "predictor/probe_pairs": [[0.2, 0.25], [0.6, 0.5]]},
+             {"step": 2, "predictor/probe_pairs": [[0.4, 0.75], [0.4, 0.0]], "select/effective_frac": 0.5}]
+    out = in_run_quality({"dots_rr": {0: seed0}, "grpo": {0: [{"step": 1}]}})
+    assert set(out) == {"dots_rr"}                       # GRPO has no predictor
+    pred, act = np.array([0.2, 0.6, 0.4, 0.4]), np.array([0.25, 0.5, 0.75, 0.0])
+    r = np.corrcoef(pred, act)[0, 1]
+    q = out["dots_rr"]
+    assert q["pooled"]["pearson"]["mean"] == pytest.approx(r)
+    assert q["pooled"]["mae"]["mean"] == pytest.approx(np.abs(pred - act).mean())
+    assert q["flat_step_share"] == 0.5                   # step 2 predicted 0.4 for both: no ranking
+    assert q["per_step_pearson"]["mean"] == pytest.approx((1.0 + 0.0) / 2)   # step 1 r = 1, step 2 scored 0
