@@ -31,22 +31,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from dotslab.data import load_task, render_prompt
+from dotslab.data import load_task
 from dotslab.embed import make_embedder
 from dotslab.models import load_policy
 from dotslab.history import HistoryPredictor
 from dotslab.predictor import OnlinePredictor, prediction_quality
-from dotslab.records import Question
 from dotslab.rewards import SafeReward, get_reward_fn
-from dotslab.rollout import HFGenerateEngine
+from dotslab.rollout import HFGenerateEngine, measure_correct
 from dotslab.trainer import seed_everything
-
-
-def measure_correct(engine: HFGenerateEngine, tokenizer: Any, questions: Sequence[Question], group_size: int,
-                    reward: SafeReward) -> np.ndarray:
-    """(N, G) bool: correctness of G sampled completions per question under the current policy."""
-    per_prompt = engine.sample([render_prompt(q, tokenizer) for q in questions], group_size)
-    return np.array([[reward(s.text, q)[1] for s in group] for q, group in zip(questions, per_prompt)], dtype=bool)
 
 
 def split_half_ceiling(correct: np.ndarray) -> float:

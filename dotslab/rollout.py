@@ -20,6 +20,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+import numpy as np
 import torch
 
 from .data import render_prompt
@@ -108,13 +109,21 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
     return groups
 
 
+def measure_correct(engine: RolloutEngine, tokenizer, questions: Sequence[Question], samples: int,
+                    reward: SafeReward, *, greedy: bool = False) -> np.ndarray:
+    """(N, samples) bool: whether each of ``samples`` completions per question is correct (``greedy``: one
+    argmax completion each). The one place a question set's pass rates / difficulties are measured."""
+    if not questions:
+        return np.zeros((0, 1 if greedy else samples), dtype=bool)
+    prompts = [render_prompt(q, tokenizer) for q in questions]
+    per_prompt = engine.sample(prompts, 1, greedy=True) if greedy else engine.sample(prompts, samples)
+    return np.array([[reward(s.text, q)[1] for s in group] for q, group in zip(questions, per_prompt)], dtype=bool)
+
+
 def evaluate_pass_rate(engine: RolloutEngine, tokenizer, questions: Sequence[Question], samples: int,
                        reward: SafeReward, *, greedy: bool = False) -> float:
     """Held-out pass rate: mean share of correct completions over ``samples`` per question
     (``greedy``: one argmax completion per question)."""
     if not questions:
         return float("nan")
-    prompts = [render_prompt(q, tokenizer) for q in questions]
-    per_prompt = engine.sample(prompts, 1, greedy=True) if greedy else engine.sample(prompts, samples)
-    correct = [reward(s.text, q)[1] for q, group in zip(questions, per_prompt) for s in group]
-    return sum(correct) / len(correct)
+    return float(measure_correct(engine, tokenizer, questions, samples, reward, greedy=greedy).mean())
