@@ -1,25 +1,21 @@
 """Part 4: one GRPO step of dotslab vs Hugging Face TRL's ``GRPOTrainer``, and the compute floor of a step.
 
-Not from the paper: a check that dotslab's step costs are in line with the implementation people
-compare against, and with what the machine's matrix multiply allows. Both train the same policy
-(``tiny``: the random-init 2-layer Llama of :mod:`dotslab.models`, for tests; ``smollm2``:
-SmolLM2-135M-Instruct, Q4_1 dequantized to fp32, identical weights for both) on the same
-``arithmetic_mix`` questions (the user turn is :func:`dotslab.data.user_message`; TRL gets it as chat
-messages, dotslab renders it itself, and every prompt's tokens are checked to be identical), with
-the same B prompts × G completions, completion length cap, temperature, lr, no KL, one optimizer
-step per training step, dtype (fp32 by default: TRL ``bf16=False``, dotslab ``bf16_autocast=False``;
-``--dtype bf16`` turns on bf16 autocast in both) and the synthetic :func:`dotslab.rewards.parity_reward`.
+Not from the paper: are dotslab's step costs in line with the implementation people compare against,
+and with what the machine's matrix multiply allows? Both train the same weights (``tiny``: the
+random-init 2-layer Llama of :mod:`dotslab.models`, for tests; ``smollm2``: SmolLM2-135M-Instruct,
+Q4_1 dequantized to fp32) on the same ``arithmetic_mix`` questions (:func:`dotslab.data.user_message`
+as chat messages for TRL, rendered by dotslab itself; the prompt tokens are checked to be identical),
+with the same B prompts × G completions, completion length cap, temperature, lr, no KL, one optimizer
+step per training step, dtype (fp32: TRL ``bf16=False``, dotslab ``bf16_autocast=False``; ``--dtype
+bf16`` turns on bf16 autocast in both) and the synthetic :func:`dotslab.rewards.parity_reward`.
 
-**The floor** of a step, in FLOPs, with P the policy's parameter count (the tied embedding counted
-once: it is the LM head's matmul; SmolLM2: 134,515,008):
-``2·P·generated + 2·P·(prompt + completion tokens, the μ pass) + 6·P·(prompt + completion tokens, trained)``
-over all B·G rows, divided by the ``torch.mm`` rate measured in the same process, on the same
-machine, with the same thread count, on the shapes of the policy's MLP for the step's token count
-((M × hidden) @ (hidden × intermediate) and back). Attention scores and the embedding lookup are
-left out. A step can run *below* this floor: dotslab computes each group's prompt once (and the
-prompt tokens every prompt of a pass starts with once), runs the LM head only where it predicts a
-completion token, and skips rows of groups without reward spread; neither implementation runs a
-separate μ pass here (fresh rows' μ is the update's own first forward in both). Reported as measured.
+**The floor** (:mod:`benchmarks.floor`): ``2P·generated + 2P·(prompt + completion, the μ pass) +
+6P·(prompt + completion, trained)`` FLOPs over all B·G rows of the step (SmolLM2: P = 134,515,008),
+over the ``torch.mm`` rate measured in the same process on the policy's MLP shapes for the step's
+tokens. A step can run *below* it: dotslab computes each group's prompt once (and the tokens every
+prompt of a pass starts with once), runs the LM head only where it predicts a completion token and
+skips rows of groups without reward spread, and neither implementation runs a separate μ pass here
+(a fresh row's μ is the update's own first forward in both). Reported as measured.
 
 Decisions:
   1. Each implementation runs in its own subprocess (``python -m benchmarks.peer --impl ...``) so
@@ -29,17 +25,16 @@ Decisions:
      reached after the warm-up (the kernel's peak mark is reset after warm-up).
   2. dotslab is timed by ``time/step`` of ``train`` with method ``grpo`` (the real loop, bookkeeping
      included); TRL by a callback from ``on_step_begin`` to ``on_step_end`` (generation included).
-     The first ``warmup_steps`` steps are dropped, the median of the rest is reported.
-  3. Both run on CPU (dotslab ``device cpu``, TRL ``use_cpu=True``) with the same torch thread count
-     (``--threads``, else torch's default, passed to dotslab's ``threads`` explicitly).
-  4. Tokens per step. dotslab: completion tokens = ``train/completion_tokens`` (the mean) × rows, rows
-     and questions from the reward calls, prompt tokens by dotslab's own rendering. TRL: completion
-     tokens from the ``completion_ids`` its reward function receives, prompt + completion tokens from
-     ``state.num_input_tokens_seen`` (TRL adds both per generation batch), checked per step against
-     the rendered prompts and against the logged ``completions/mean_length``.
-  5. The parity reward (1 if the completion's text has even length) gives most groups reward spread,
-     not all: a group of G has none with probability about 2^(1-G). TRL trains every row anyway;
-     dotslab skips rows of groups without spread (``rows_trained`` per step). The floor counts all rows.
+     The first ``warmup_steps`` steps are dropped, the median of the rest is reported. Both run on CPU
+     with the same torch thread count (``--threads``, else torch's default, passed to dotslab).
+  3. Tokens per step. dotslab: completion tokens = ``train/completion_tokens`` (a mean) × rows; rows
+     and questions from the reward calls, prompt tokens from dotslab's rendering. TRL: completion
+     tokens from the ``completion_ids`` its reward function receives, prompt + completion from its
+     ``state.num_input_tokens_seen``, checked per step against the rendered prompts.
+  4. The parity reward (1 if the completion's text has even length) gives most groups reward spread,
+     not all (about 2^(1-G) of them lack it if parities were fair coins; far more on the tiny policy,
+     whose completions mostly run to the cap). TRL trains every row anyway; dotslab skips rows of
+     groups without spread (``rows_trained`` per step). The floor counts all rows.
 """
 from __future__ import annotations
 
@@ -51,7 +46,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from benchmarks.floor import matmul_rate, policy_size, step_floor_flops
 
 REPO = Path(__file__).resolve().parent.parent
 LR = 1e-5
@@ -61,53 +58,6 @@ POLICIES = {"tiny": "random-init 2-layer Llama (hidden 32, character tokenizer)"
             "smollm2": "SmolLM2-135M-Instruct (Q4_1, dequantized to fp32)"}
 DTYPES = ("fp32", "bf16")
 RESULT_PREFIX = "PEER-RESULT "
-
-
-# ---- the floor -------------------------------------------------------------------------------------
-def step_floor_flops(params: int, generated: int, prompt_completion: int) -> float:
-    """FLOPs of a step: 2·P per generated token, 2·P per μ-pass token, 6·P per trained token (forward + backward)."""
-    return 2.0 * params * generated + 2.0 * params * prompt_completion + 6.0 * params * prompt_completion
-
-
-def matmul_rate(shapes: Sequence[tuple[int, int, int]], dtype: str = "fp32", repeats: int = 5) -> dict[str, Any]:
-    """``torch.mm`` rate on (m × k) @ (k × n) for each shape, at the current torch thread count.
-
-    Each shape: one warm-up call, then the best of ``repeats`` timed calls; 2·m·k·n FLOPs per call.
-    ``gflops`` is the rate of the whole set, Σ FLOPs / Σ best seconds / 1e9.
-    """
-    import torch
-
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    gen = torch.Generator().manual_seed(0)
-    rows = []
-    for m, k, n in shapes:
-        a = torch.randn(m, k, generator=gen).to(torch_dtype)   # (m, k)
-        b = torch.randn(k, n, generator=gen).to(torch_dtype)   # (k, n)
-        torch.mm(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-        flops = 2 * m * k * n
-        rows.append({"m": m, "k": k, "n": n, "flops": flops, "best_seconds": best, "gflops": flops / best / 1e9})
-    flops, seconds = sum(r["flops"] for r in rows), sum(r["best_seconds"] for r in rows)
-    return {"dtype": dtype, "threads": torch.get_num_threads(), "repeats": repeats, "shapes": rows,
-            "flops": flops, "seconds": seconds, "gflops": flops / seconds / 1e9}
-
-
-def policy_size(policy: str) -> dict[str, int]:
-    """Parameter count (tied weights once), hidden and MLP sizes, from a meta-device copy (no memory)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from dotslab.models import smollm2_path, tiny_policy, tiny_tokenizer
-
-    with torch.device("meta"):
-        model = (tiny_policy(tiny_tokenizer()) if policy == "tiny"
-                 else AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(smollm2_path())))
-    return {"params": sum(p.numel() for p in model.parameters()), "hidden": model.config.hidden_size,
-            "intermediate": model.config.intermediate_size}
 
 
 def add_floor(out: dict[str, Any], policy: str, dtype: str) -> None:

@@ -208,7 +208,7 @@ def test_readme_shows_the_committed_cpu_benchmark():
 
 # ---- peer: dotslab vs TRL, and the compute floor ------------------------------------------------
 def test_step_floor_and_matmul_flop_arithmetic():
-    from benchmarks.peer import matmul_rate, step_floor_flops
+    from benchmarks.floor import matmul_rate, step_floor_flops
 
     # P = 1000 parameters, 10 generated tokens, 30 prompt + completion tokens:
     # 2·1000·10 (sampling) + 2·1000·30 (μ pass) + 6·1000·30 (forward + backward) = 20k + 60k + 180k
@@ -232,7 +232,8 @@ def test_peer_bench_rejects_unknown_policy_and_dtype():
 
 
 def test_peer_on_the_tiny_policy_reports_tokens_floor_and_multiple():
-    from benchmarks.peer import compare, policy_size
+    from benchmarks.floor import policy_size
+    from benchmarks.peer import compare
 
     bench = configs.PeerBench(prompts=2, generations=2, max_new_tokens=4, warmup_steps=1, timed_steps=1)
     part = compare(bench, threads=1, log=lambda *_: None)
