@@ -307,7 +307,7 @@ def compare(peer: Any, seed: int = 0, threads: int = 0, log=print) -> dict[str, 
                          "max_new_tokens": peer.max_new_tokens, "warmup_steps": peer.warmup_steps,
                          "timed_steps": peer.timed_steps, "temperature": TEMPERATURE, "learning_rate": LR,
                          "kl_coef": 0.0, "optimizer_steps_per_step": 1, "reward": "parity (synthetic)",
-                         "device": "cpu", "torch_threads": threads or "default"},
+                         "device": "cpu", "torch_threads": threads or d.get("torch_threads") or t.get("torch_threads")},
             "results": results,
             "trl_over_dotslab_time": t["seconds_per_step"] / d["seconds_per_step"] if ok else None,
             "trl_over_dotslab_peak_rss": t["peak_rss_mb"] / d["peak_rss_mb"] if ok else None}
@@ -315,7 +315,9 @@ def compare(peer: Any, seed: int = 0, threads: int = 0, log=print) -> dict[str, 
 
 # ---- rendering (called by benchmarks/report.py) ----------------------------------------------------
 def _fmt(value, spec: str) -> str:
-    return "—" if value is None or value != value else spec.format(value)
+    if value is None or value != value:
+        return "—"
+    return (f"{value:.2g}" if value < 0.1 else f"{value:.2f}") if spec == "seconds" else spec.format(value)
 
 
 def peer_markdown(part: dict) -> str:
@@ -325,7 +327,7 @@ def peer_markdown(part: dict) -> str:
     lines = [f"**4. One GRPO step, dotslab vs TRL {trl_version} GRPOTrainer** ({st['policy']}, {st['dtype']}; "
              f"{st['prompts']} prompts × {st['generations']} completions × ≤ {st['max_new_tokens']} new tokens, "
              f"T = {st['temperature']}, lr {st['learning_rate']:g}, no KL, one optimizer step, {st['reward']} reward, "
-             f"{st['task']}; {st['device']}, {st['torch_threads']} torch threads; median of {st['timed_steps']} "
+             f"{st['task']}; {st['device']}, torch threads: {st['torch_threads']}; median of {st['timed_steps']} "
              f"steps after {st['warmup_steps']} warm-up; each in its own process).", "",
              "| implementation | s / step | floor s / step | × floor | peak RSS (MB) | generated tokens / step | "
              "prompt + completion tokens / step | rows trained / step | matmul GFLOP/s |",
@@ -335,8 +337,8 @@ def peer_markdown(part: dict) -> str:
             lines.append(f"| {impl} | error: {r['error'][-120:]} |" + " — |" * 7)
             continue
         tok = r.get("tokens_per_step") or {}
-        lines.append(f"| {impl} | {_fmt(r.get('seconds_per_step'), '{:.2f}')} | "
-                     f"{_fmt(r.get('floor_seconds_per_step'), '{:.2f}')} | {_fmt(r.get('multiple_of_floor'), '{:.1f}×')} | "
+        lines.append(f"| {impl} | {_fmt(r.get('seconds_per_step'), 'seconds')} | "
+                     f"{_fmt(r.get('floor_seconds_per_step'), 'seconds')} | {_fmt(r.get('multiple_of_floor'), '{:.1f}×')} | "
                      f"{_fmt(r.get('peak_rss_mb'), '{:.0f}')} | {_fmt(tok.get('generated'), '{:.0f}')} | "
                      f"{_fmt(tok.get('prompt_completion'), '{:.0f}')} | {_fmt(tok.get('rows_trained'), '{:.0f}')} of "
                      f"{_fmt(tok.get('rows'), '{:.0f}')} | {_fmt(r.get('floor_gflops'), '{:.1f}')} |")

@@ -285,6 +285,8 @@ def test_peer_markdown_and_plot_render_a_hand_made_result():
     assert "| dotslab | 8.00 | 2.50 | 3.2× | 3000 | 900 | 2500 | 28 of 32 | 40.0 |" in md
     assert "| trl | 12.00 | 2.40 | 5.0× | 3000 | 900 | 2500 | 32 of 32 | 40.0 |" in md
     assert "P = 134,515,008" in md and "TRL / dotslab time per step: 1.50" in md
+    part["results"]["dotslab"] = impl(0.0415, 0.000624, 28)                        # tiny: significant digits
+    assert "| dotslab | 0.042 | 0.00062 | 66.5× |" in peer_markdown(part)
     part["results"]["trl"] = {"impl": "trl", "error": "exit 1: boom"}
     part["trl_over_dotslab_time"] = None
     md = peer_markdown(part)
