@@ -58,6 +58,19 @@ class PeerBench:
     """Completion length cap (TRL's max_completion_length)."""
     warmup_steps: int = 1
     timed_steps: int = 3
+    policy: str = "tiny"
+    """'tiny' (random-init 2-layer Llama, for tests) or 'smollm2' (SmolLM2-135M-Instruct, fp32 weights); both
+    implementations train the same weights."""
+    dtype: str = "fp32"
+    """'fp32', or 'bf16': bf16 autocast in both (TRL bf16=True, dotslab bf16_autocast) and a bf16 matmul floor."""
+    task: str = "arithmetic_mix"
+    """dotslab task whose training questions are the prompts of both implementations."""
+
+    def __post_init__(self):
+        if self.policy not in ("tiny", "smollm2"):
+            raise ValueError(f"PeerBench.policy must be 'tiny' or 'smollm2', got {self.policy!r}")
+        if self.dtype not in ("fp32", "bf16"):
+            raise ValueError(f"PeerBench.dtype must be 'fp32' or 'bf16', got {self.dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,8 @@ def cpu() -> Bench:
         name="cpu", train=base, seeds=(0, 1, 2, 3, 4), task_mix_size=400, arms=(GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER),
         predictor=PredictorBench(probe_size=32, labelled_size=64, group_size=4, reference_sizes=(4, 16, 32),
                                  embedders=("minilm", "policy", "hash"), history_size=32, repeats=5, fit_steps=100),
-        peer=PeerBench(prompts=8, generations=4, max_new_tokens=32, warmup_steps=1, timed_steps=3),
+        peer=PeerBench(prompts=8, generations=4, max_new_tokens=24, warmup_steps=1, timed_steps=3, policy="smollm2",
+                       dtype="bf16"),
         torch_threads=2, sec_per_generated_token=0.0067, sec_per_trained_token=0.0024)
 
 
@@ -151,7 +165,7 @@ def gpu() -> Bench:
         name="gpu", train=paper(), seeds=(0, 1, 2),
         predictor=PredictorBench(probe_size=256, labelled_size=512, group_size=8, reference_sizes=(128, 256),
                                  embedders=("minilm", "policy", "hash"), repeats=5, fit_steps=500),
-        peer=PeerBench(prompts=16, generations=8, max_new_tokens=128, warmup_steps=1, timed_steps=3),
+        peer=PeerBench(prompts=16, generations=8, max_new_tokens=128, warmup_steps=1, timed_steps=3, policy="smollm2"),
         sec_per_generated_token=2e-4, sec_per_trained_token=2e-5)
 
 

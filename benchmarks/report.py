@@ -215,21 +215,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines.append("")
     q = parts.get("peer")
     if q:
-        st = q["settings"]
-        lines += [f"**4. One GRPO step, dotslab vs TRL {q['results'].get('trl', {}).get('trl_version', '')} "
-                  f"GRPOTrainer** ({st['policy']}; {st['prompts']} prompts × {st['generations']} completions × "
-                  f"{st['max_new_tokens']} tokens, {st['device']}, median of {st['timed_steps']} steps after "
-                  f"{st['warmup_steps']} warm-up; each in its own process).", "",
-                  "| implementation | s / step | peak RSS (MB) | RSS after imports (MB) | RSS after warm-up (MB) | "
-                  "timed-step peak above it (MB) |", "|---|---|---|---|---|---|"]
-        for impl, r in q["results"].items():
-            if "error" in r:
-                lines.append(f"| {impl} | error: {r['error'][:120]} | — | — | — | — |")
-            else:
-                lines.append(f"| {impl} | {_num(r['seconds_per_step'], '{:.3f}')} | {r['peak_rss_mb']:.0f} | "
-                             f"{r['rss_after_imports_mb']:.0f} | {_num(r['steady_rss_mb'], '{:.0f}')} | "
-                             f"{_num(r['step_transient_mb'], '{:.1f}')} |")
-        lines.append(f"\nTRL / dotslab time per step: {_num(q['trl_over_dotslab_time'], '{:.2f}')}.")
+        from .peer import peer_markdown
+        lines.append(peer_markdown(q))
     return "\n".join(lines) + "\n"
 
 
@@ -324,21 +311,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax_split.legend(fontsize=7, ncol=4, loc="upper center")
     q = parts.get("peer")
     if q:
-        impls = [i for i, r in q["results"].items() if "error" not in r]
-        xs = range(len(impls))
-        ax_peer.bar([x - 0.2 for x in xs], [q["results"][i]["seconds_per_step"] for i in impls], 0.4,
-                    color="tab:red", label="s / step (left)")
-        ax_peer.set_xticks(xs, impls)
-        ax_peer.set_ylabel("seconds per GRPO step")
-        tw = ax_peer.twinx()
-        tw.bar([x + 0.2 for x in xs], [q["results"][i]["peak_rss_mb"] for i in impls], 0.4,
-               color="tab:brown", label="peak RSS, MB (right)")
-        tw.set_ylabel("peak RSS of the process (MB)")
-        handles = ax_peer.get_legend_handles_labels()[0] + tw.get_legend_handles_labels()[0]
-        tw.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center")
-        tw.set_ylim(0, 1.3 * max(q["results"][i]["peak_rss_mb"] for i in impls))
-        ax_peer.set_ylim(0, 1.3 * max(q["results"][i]["seconds_per_step"] for i in impls))
-        ax_peer.set_title("peer: one GRPO step, tiny model")
+        from .peer import plot_peer
+        plot_peer(ax_peer, q)
     for ax in axes.ravel():
         if not ax.has_data():
             ax.set_visible(False)

@@ -251,3 +251,94 @@ def test_in_run_quality_pools_pairs_per_seed_and_scores_flat_steps_as_no_ranking
     assert q["pooled"]["mae"]["mean"] == pytest.approx(np.abs(pred - act).mean())
     assert q["flat_step_share"] == 0.5                   # step 2 predicted 0.4 for both: no ranking
     assert q["per_step_pearson"]["mean"] == pytest.approx((1.0 + 0.0) / 2)   # step 1 r = 1, step 2 scored 0
+
+
+# ---- peer: dotslab vs TRL, and the compute floor ------------------------------------------------
+def test_step_floor_and_matmul_flop_arithmetic():
+    from benchmarks.floor import matmul_rate, step_floor_flops
+
+    # P = 1000 parameters, 10 generated tokens, 30 prompt + completion tokens:
+    # 2·1000·10 (sampling) + 2·1000·30 (μ pass) + 6·1000·30 (forward + backward) = 20k + 60k + 180k
+    assert step_floor_flops(1000, 10, 30) == 260_000
+    assert step_floor_flops(134_515_008, 0, 1) == 8 * 134_515_008
+    rate = matmul_rate([(3, 4, 5), (2, 6, 7)], "fp32", repeats=2)
+    assert [s["flops"] for s in rate["shapes"]] == [120, 168]       # 2·3·4·5, 2·2·6·7
+    assert rate["flops"] == 288 and rate["dtype"] == "fp32" and rate["threads"] >= 1
+    for s in rate["shapes"]:
+        assert s["gflops"] == pytest.approx(s["flops"] / s["best_seconds"] / 1e9)
+    assert rate["gflops"] == pytest.approx(288 / (rate["shapes"][0]["best_seconds"] + rate["shapes"][1]["best_seconds"]) / 1e9)
+    assert matmul_rate([(2, 3, 4)], "bf16", repeats=1)["shapes"][0]["flops"] == 48
+
+
+def test_peer_bench_rejects_unknown_policy_and_dtype():
+    with pytest.raises(ValueError, match="policy"):
+        configs.PeerBench(prompts=2, generations=2, max_new_tokens=4, policy="gpt2")
+    with pytest.raises(ValueError, match="dtype"):
+        configs.PeerBench(prompts=2, generations=2, max_new_tokens=4, dtype="fp16")
+    assert configs.cpu().peer.policy == "smollm2" and configs.tiny().peer.policy == "tiny"
+
+
+def test_peer_on_the_tiny_policy_reports_tokens_floor_and_multiple():
+    from benchmarks.floor import policy_size
+    from benchmarks.peer import compare
+
+    bench = configs.PeerBench(prompts=2, generations=2, max_new_tokens=4, warmup_steps=1, timed_steps=1)
+    part = compare(bench, threads=1, log=lambda *_: None)
+    params = policy_size("tiny")["params"]
+    # the tiny Llama by hand: tied embedding 101·32, per layer 4 attention 32×32 + 3 MLP 32×64 + 2 norms, final norm
+    assert params == 101 * 32 + 2 * (4 * 32 * 32 + 3 * 32 * 64 + 2 * 32) + 32
+    assert part["settings"]["params"] == params and part["settings"]["dtype"] == "fp32"
+    for impl in ("dotslab", "trl"):
+        r = part["results"][impl]
+        assert "error" not in r, r.get("error")
+        assert len(r["step_seconds"]) == len(r["tokens"]) == 2 and r["torch_threads"] == 1
+        for s in r["tokens"]:
+            assert s["rows"] == 4 and 4 <= s["generated"] <= 4 * 4 and s["prompt_completion"] > s["generated"]
+            assert 0 <= s["rows_trained"] <= s["rows"]
+        # floor: (2·gen + 8·(prompt + completion))·P FLOPs at the measured rate, per step
+        s = r["tokens"][1]
+        assert r["floor_flops"][1] == params * (2 * s["generated"] + 8 * s["prompt_completion"])
+        assert r["floor_seconds_per_step"] == pytest.approx(r["floor_flops"][1] / (r["floor_gflops"] * 1e9))
+        assert r["multiple_of_floor"] == pytest.approx(r["seconds_per_step"] / r["floor_seconds_per_step"])
+        assert r["matmul"]["fp32"]["shapes"][0]["k"] == 32 and r["matmul"]["fp32"]["shapes"][0]["n"] == 64
+    t = part["results"]["trl"]
+    assert t["prompt_tokens_identical"] and all(s["prompt_tokens_match_rendered"] for s in t["tokens"])
+    # TRL's completion count agrees with its own logged mean length
+    assert [s["generated"] / s["rows"] for s in t["tokens"]] == pytest.approx(
+        [l["completions/mean_length"] for l in t["logged"]])
+    assert part["trl_over_dotslab_time"] > 0
+
+
+def test_peer_markdown_and_plot_render_a_hand_made_result():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.peer import peer_markdown, plot_peer
+
+    def impl(seconds, floor, trained):
+        return {"seconds_per_step": seconds, "floor_seconds_per_step": floor, "multiple_of_floor": seconds / floor,
+                "peak_rss_mb": 3000.0, "floor_gflops": 40.0,
+                "tokens_per_step": {"rows": 32, "generated": 900, "prompt_completion": 2500, "rows_trained": trained}}
+
+    part = {"settings": {"policy": "SmolLM2", "policy_key": "smollm2", "params": 134_515_008, "dtype": "fp32",
+                         "task": "arithmetic_mix", "prompts": 8, "generations": 4, "max_new_tokens": 32,
+                         "warmup_steps": 1, "timed_steps": 3, "temperature": 1.0, "learning_rate": 1e-5,
+                         "reward": "parity (synthetic)", "device": "cpu", "torch_threads": 2},
+            "results": {"dotslab": impl(8.0, 2.5, 28), "trl": {**impl(12.0, 2.4, 32), "trl_version": "1.16.0"}},
+            "trl_over_dotslab_time": 1.5, "trl_over_dotslab_peak_rss": 1.0}
+    md = peer_markdown(part)
+    assert "TRL 1.16.0 GRPOTrainer" in md and "8 prompts × 4 completions" in md
+    assert "| dotslab | 8.00 | 2.50 | 3.2× | 3000 | 900 | 2500 | 28 of 32 | 40.0 |" in md
+    assert "| trl | 12.00 | 2.40 | 5.0× | 3000 | 900 | 2500 | 32 of 32 | 40.0 |" in md
+    assert "P = 134,515,008" in md and "TRL / dotslab time per step: 1.50" in md
+    part["results"]["dotslab"] = impl(0.0415, 0.000624, 28)                        # tiny: significant digits
+    assert "| dotslab | 0.042 | 0.00062 | 66.5× |" in peer_markdown(part)
+    part["results"]["trl"] = {"impl": "trl", "error": "exit 1: boom"}
+    part["trl_over_dotslab_time"] = None
+    md = peer_markdown(part)
+    assert "| trl | error: exit 1: boom |" in md and "time per step: —" in md
+    fig, ax = plt.subplots()
+    plot_peer(ax, part)
+    assert len(ax.patches) == 1 and len(ax.collections) == 1   # one bar and its floor line
+    plt.close(fig)
