@@ -7,7 +7,7 @@ Q4_1 dequantized to fp32) on the same ``arithmetic_mix`` questions (:func:`dotsl
 as chat messages for TRL, rendered by dotslab itself; the prompt tokens are checked to be identical),
 with the same B prompts × G completions, completion length cap, temperature, lr, no KL, one optimizer
 step per training step, dtype (fp32: TRL ``bf16=False``, dotslab ``bf16_autocast=False``; ``--dtype
-bf16`` turns on bf16 autocast in both) and the synthetic :func:`dotslab.rewards.parity_reward`.
+bf16`` turns on bf16 autocast in both) and a synthetic reward that alternates within each group (decision 4).
 
 **The floor** (:mod:`benchmarks.floor`): ``2P·generated + 2P·(prompt + completion, the μ pass) +
 6P·(prompt + completion, trained)`` FLOPs over all B·G rows of the step (SmolLM2: P = 134,515,008),
@@ -31,10 +31,10 @@ Decisions:
      and questions from the reward calls, prompt tokens from dotslab's rendering. TRL: completion
      tokens from the ``completion_ids`` its reward function receives, prompt + completion from its
      ``state.num_input_tokens_seen``, checked per step against the rendered prompts.
-  4. The parity reward (1 if the completion's text has even length) gives most groups reward spread,
-     not all (about 2^(1-G) of them lack it if parities were fair coins; far more on the tiny policy,
-     whose completions mostly run to the cap). TRL trains every row anyway; dotslab skips rows of
-     groups without spread (``rows_trained`` per step). The floor counts all rows.
+  4. The reward alternates 0, 1, 0, 1, ... within each group, whatever the text, so every group has
+     reward spread and both implementations train every row (dotslab skips rows of groups without
+     spread; a content-based reward would let it skip work TRL does, which is an advantage of dotslab
+     but not the comparison this part makes). ``rows_trained`` per step shows it.
 """
 from __future__ import annotations
 
@@ -137,7 +137,6 @@ def run_dotslab(a: argparse.Namespace) -> dict[str, Any]:
 
     from dotslab.data import load_task
     from dotslab.models import smollm2_path, tiny_tokenizer
-    from dotslab.rewards import parity_reward
     from dotslab.trainer import train
 
     base = _status_mb("VmRSS")
@@ -150,8 +149,8 @@ def run_dotslab(a: argparse.Namespace) -> dict[str, Any]:
         tok = tiny_tokenizer() if a.policy == "tiny" else AutoTokenizer.from_pretrained(smollm2_path())
         prompt_len = {q.id: len(ids) for q, ids in zip(train_set, _prompt_ids(tok, train_set))}
 
-        def reward(text, question):
-            r = parity_reward(text, question)
+        def reward(text, question):  # alternating within each group (module docstring, decision 4)
+            r = float(sum(qid == question.id for qid, _ in calls) % 2)
             calls.append((question.id, r))
             return r
 
@@ -180,7 +179,6 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
 
     from dotslab.data import load_task, user_message
     from dotslab.models import load_policy
-    from dotslab.rewards import parity_reward
 
     base = _status_mb("VmRSS")
     memory = StepMemory(a.warmup)
@@ -198,8 +196,8 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
         ours = _prompt_ids(tok, train_set)
         data = Dataset.from_list([{"prompt": m, "question_index": i} for i, m in enumerate(messages)])
 
-        def trl_parity_reward(completions, completion_ids, question_index, **kwargs):
-            rewards = [parity_reward(c[0]["content"] if isinstance(c, list) else c, None) for c in completions]
+        def trl_alternating_reward(completions, completion_ids, question_index, **kwargs):
+            rewards = [float(k % a.generations % 2) for k in range(len(completions))]  # groups are contiguous
             step_calls.append({"completion": sum(len(c) for c in completion_ids), "rows": len(completion_ids),
                                "prompt": sum(len(ours[i]) for i in question_index)})
             return rewards
@@ -232,7 +230,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
             epsilon=0.2, max_grad_norm=1.0, weight_decay=0.0, scale_rewards="group", loss_type="dapo",
             num_iterations=1, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
             include_num_input_tokens_seen="no", dataloader_num_workers=0, disable_dropout=True)
-        trainer = GRPOTrainer(model=model, reward_funcs=trl_parity_reward, args=args, train_dataset=data,
+        trainer = GRPOTrainer(model=model, reward_funcs=trl_alternating_reward, args=args, train_dataset=data,
                               processing_class=tok, callbacks=[Timer()])
         trainer.train()
     import trl
@@ -306,7 +304,7 @@ def compare(peer: Any, seed: int = 0, threads: int = 0, log=print) -> dict[str, 
                          "prompts": peer.prompts, "generations": peer.generations,
                          "max_new_tokens": peer.max_new_tokens, "warmup_steps": peer.warmup_steps,
                          "timed_steps": peer.timed_steps, "temperature": TEMPERATURE, "learning_rate": LR,
-                         "kl_coef": 0.0, "optimizer_steps_per_step": 1, "reward": "parity (synthetic)",
+                         "kl_coef": 0.0, "optimizer_steps_per_step": 1, "reward": "alternating 0/1 within each group (synthetic)",
                          "device": "cpu", "torch_threads": threads or d.get("torch_threads") or t.get("torch_threads")},
             "results": results,
             "trl_over_dotslab_time": t["seconds_per_step"] / d["seconds_per_step"] if ok else None,
