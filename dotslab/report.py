@@ -20,8 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import read_jsonl
-from .viz import TIME_KEYS
+from .metrics import TIME_KEYS, read_jsonl
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -21,10 +21,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .metrics import TIME_KEYS
 from .selector import selection_probs
 
-TIME_KEYS = ("time/generation", "time/reference", "time/reward", "time/prediction", "time/selection",
-             "time/replay", "time/update")
 TIME_COLORS = ("#636efa", "#fda45c", "#17becf", "#e377c2", "#bcbd22", "#8c564b", "#ffd166")
 PANELS = ("pass rate", "groups with no reward spread", "step time split (s)", "predictor quality")
 DIFFICULTY_COLORS = "RdYlGn_r"  # green = easy (d near 0), red = hard (d near 1)

@@ -231,3 +231,11 @@ def test_workbench_on_tiny_policy_labels_and_predicts(tmp_cache):
     r = wb.predict(wb.reference_set(k=3, strategy="stratified"))
     assert r.pool_prediction.shape == (16,) and r.probe_attention.shape == (4, 3)
     assert ((0 <= r.pool_prediction) & (r.pool_prediction <= 1)).all()
+
+
+def test_report_does_not_import_plotly():
+    """report.py summarises runs without a plotting stack (it once imported plotly for one constant)."""
+    import subprocess
+    import sys
+    code = "import sys, dotslab.report; assert 'plotly' not in sys.modules, 'plotly imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
