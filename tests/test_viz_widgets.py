@@ -239,3 +239,17 @@ def test_report_does_not_import_plotly():
     import sys
     code = "import sys, dotslab.report; assert 'plotly' not in sys.modules, 'plotly imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_policy_load_prints_no_loading_bar_and_restores_the_setting(tmp_path, capfd):
+    """transformers draws a "Loading weights" bar per from_pretrained; a notebook showed two per policy load."""
+    from transformers.utils import logging as hf_logging
+
+    from dotslab.models import load_policy, tiny_policy, tiny_tokenizer
+    tok = tiny_tokenizer()
+    tiny_policy(tok).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    capfd.readouterr()
+    load_policy(str(tmp_path))
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # other bars (hub downloads) still show
