@@ -2,9 +2,13 @@
 
 Run:  cd /work/main && .venv/bin/python -m pytest tests/test_notebooks.py -q     (about 2-3 min on 2 cores)
 
+The ``.ipynb`` files are the source (edit them in JupyterLab; no generator rebuilds them).
+
 What is checked, and how:
-  1. The committed notebooks carry no outputs, and their first code cell is tagged ``parameters`` and
-     holds only ``name: type = literal  # help`` lines (STYLE §3).
+  1. The committed notebooks are valid nbformat 4 JSON whose every cell carries its own id (so a
+     read does not invent fresh ones and a save does not churn the diff), they carry no outputs and
+     no saved widget state, and their first code cell is tagged ``parameters`` and holds only
+     ``name: type = literal  # help`` lines (STYLE §3).
   2. papermill executes each notebook with tiny parameters (random-init ``tiny`` policy, ``hash``
      embedder, a few questions and tokens); the executed copy must hold no error and at least one
      plotly figure (mime ``application/vnd.plotly.v1+json``). The tiny policy scores 0 everywhere,
@@ -55,12 +59,27 @@ def test_every_notebook_has_tiny_parameters():
     assert set(NOTEBOOKS) == set(PARAMETERS), "add the new notebook's tiny parameters to PARAMETERS"
 
 
+CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # nbformat 4.5's id schema
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_nbformat4_json_with_stable_cell_ids(name):
+    raw = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))  # raw: nbformat.read fills ids in
+    assert raw["nbformat"] == 4 and raw["nbformat_minor"] >= 5, f"{name}: save it as nbformat 4.5+ (cell ids)"
+    ids = [cell.get("id") for cell in raw["cells"]]
+    missing = [i for i, cell_id in enumerate(ids) if not cell_id or not CELL_ID.match(cell_id)]
+    assert not missing, f"{name}: cells {missing} have no valid id"
+    assert len(set(ids)) == len(ids), f"{name}: duplicate cell ids {sorted({i for i in ids if ids.count(i) > 1})}"
+    nbformat.validate(nbformat.from_dict(raw))
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebook_is_clean_and_parameterised(name):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), f"{name}: strip outputs"
+    assert "widgets" not in nb.metadata, f"{name}: saved widget state (clear it: Edit > Clear Outputs, save)"
     first = code[0]
     assert "parameters" in first.metadata.get("tags", []), f"{name}: first code cell must be tagged parameters"
     names = []
