@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from .config import Config
 from .curves import training_figure
@@ -157,8 +158,8 @@ class LiveCurves:
     def finish(self) -> go.Figure:
         """The final static figure: in place of the shown widget, or displayed here if none was shown."""
         fig = training_figure(self.records, self._title())
-        if self._handle is not None:
-            self._handle.update(fig)
+        if self._handle is not None:  # a plotly Figure displays itself past display ids: hand over its bundle
+            self._handle.update(pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict()), raw=True)
         elif in_kernel():
             from IPython.display import display
             display(fig)

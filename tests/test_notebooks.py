@@ -10,8 +10,9 @@ What is checked, and how:
      no saved widget state, and their first code cell is tagged ``parameters`` and holds only
      ``name: type = literal  # help`` lines (STYLE §3).
   2. papermill executes each notebook with tiny parameters (random-init ``tiny`` policy, ``hash``
-     embedder, a few questions and tokens); the executed copy must hold no error and at least one
-     plotly figure (mime ``application/vnd.plotly.v1+json``). The tiny policy scores 0 everywhere,
+     embedder, a few questions and tokens; 00 with its live curves on); the executed copy must hold no
+     error, at least one plotly figure (mime ``application/vnd.plotly.v1+json``) and no widget output
+     but the explorers' (progress lines are text, live curves end as a static figure). The tiny policy scores 0 everywhere,
      so these runs check that every cell runs and draws, not that anything learns.
   3. nbval cannot pass parameters, so it runs on *prepared* copies: the same notebooks with the tiny
      parameters injected by ``papermill --prepare-only`` (an ``injected-parameters`` cell after the
@@ -42,7 +43,7 @@ PARAMETER_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>str|int|floa
 TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
 PARAMETERS = {
     "00_quickstart.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
-                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "live_plots": False},
+                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "live_plots": True},
     "01_reference_set.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
                                "sweep_sizes": "2,4"},
     "02_attention.ipynb": {**TINY, "train_size": 24, "eval_size": 4, "reference_set_size": 6},
@@ -53,6 +54,11 @@ PARAMETERS = {
     "20_compare.ipynb": {},
 }
 TRAINS = ("00_quickstart.ipynb", "03_selection_and_replay.ipynb", "10_train.ipynb")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+INTERACTIVE = {"01_reference_set.ipynb": 1, "02_attention.ipynb": 1, "03_selection_and_replay.ipynb": 1}
+"""Widgets an executed notebook may keep (the explorers); any other widget output, such as a progress bar
+or live curves not replaced by their static figure, reads "Error displaying widget: model not found"
+when the saved notebook is reopened."""
 
 
 def test_every_notebook_has_tiny_parameters():
@@ -178,6 +184,8 @@ def test_papermill_runs_and_draws(executed, name):
     for fig in figures:
         assert fig.data[PLOTLY_MIME]["data"], f"{name}: a figure without traces"
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), f"{name}: not parameterised"
+    widgets = [o for o in outputs if WIDGET_MIME in o.get("data", {})]
+    assert len(widgets) <= INTERACTIVE.get(name, 0), f"{name}: {len(widgets)} widget outputs left in the saved notebook"
 
 
 def test_nbval_lax_on_prepared_copies(workdir, compare_runs_root):
