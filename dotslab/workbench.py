@@ -25,7 +25,7 @@ from .config import Config
 from .data import QuestionSet, load_task
 from .embed import make_embedder
 from .live import Progress
-from .models import cache_root, load_policy, quiet_loading
+from .models import cache_root, load_policy
 from .predictor import OnlinePredictor, choose_reference_set
 from .rewards import SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, rollout_groups
@@ -137,9 +137,8 @@ def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:
     torch.manual_seed(cfg.seed)
     pool, probe = load_task(cfg)
     model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    with quiet_loading():  # an HF encoder draws a "Loading weights" bar too
-        embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tokenizer,
-                                 cache_dir=cache_root() / "embeddings")
+    embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tokenizer,
+                             cache_dir=cache_root() / "embeddings")
     pool_emb, probe_emb = embedder.embed(pool.prompts), embedder.embed(probe.prompts)
     predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
     return Workbench(cfg, pool, probe, pool_emb, probe_emb, RolloutLabeler(model, tokenizer, cfg, progress=progress),

@@ -472,11 +472,14 @@ def test_policy_load_prints_no_loading_bar_and_restores_the_setting(tmp_path, ca
     """transformers draws a "Loading weights" bar per from_pretrained; a notebook showed two per policy load."""
     from transformers.utils import logging as hf_logging
 
+    from dotslab.embed import HFEncoder
     from dotslab.models import load_policy, tiny_policy, tiny_tokenizer
     tok = tiny_tokenizer()
     tiny_policy(tok).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     capfd.readouterr()
     load_policy(str(tmp_path))
+    assert "Loading weights" not in capfd.readouterr().err
+    HFEncoder(tmp_path)  # the embedder loads in every notebook cell that trains with DOTS
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()  # other bars (hub downloads) still show
