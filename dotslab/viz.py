@@ -66,16 +66,19 @@ def sync_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     push_widget_state(widget)
 
 
-def panel_legends(fig: go.Figure, legends: Mapping[int, str]) -> None:
-    """Move make_subplots' panel titles to each panel's left edge and put legend ``legends[i]`` (for
-    panel i, counted from 0 in subplot order) right-aligned on that panel's title line."""
+def panel_legends(fig: go.Figure, legends: Mapping[int, str], *, below_titles: bool = False) -> None:
+    """Move make_subplots' panel titles to each panel's left edge and give panel i (counted from 0 in
+    subplot order) legend ``legends[i]``: right-aligned on its title line, or, with ``below_titles``
+    (one row of panels, long entries), left-aligned on a line of its own between title and panel."""
     for i, ann in enumerate(fig.layout.annotations):
         suffix = "" if i == 0 else str(i + 1)
         x_dom, y_dom = fig.layout["xaxis" + suffix].domain, fig.layout["yaxis" + suffix].domain
-        ann.update(x=x_dom[0], xanchor="left")
+        ann.update(x=x_dom[0], xanchor="left", **({"y": 1.1} if below_titles else {}))
         if i in legends:
-            fig.layout[legends[i]] = {"orientation": "h", "x": x_dom[1], "xanchor": "right", "y": y_dom[1],
+            fig.layout[legends[i]] = {"orientation": "h", "x": x_dom[0 if below_titles else 1],
+                                      "xanchor": "left" if below_titles else "right", "y": y_dom[1],
                                       "yanchor": "bottom", "bgcolor": "rgba(0,0,0,0)", "font": {"size": 11}}
+
 
 # ---- difficulty and its prediction ------------------------------------------------------------
 def difficulty_figure(difficulty: Sequence[float], group_size: int, title: str = "") -> go.Figure:
@@ -104,12 +107,7 @@ def difficulty_figure(difficulty: Sequence[float], group_size: int, title: str =
     share = float(np.mean((d > 0) & (d < 1))) if d.size else float("nan")
     fig.update_layout(title=title or f"{share:.0%} of {d.size} questions have 0 < d < 1 (grey bars teach nothing)",
                       height=400, barmode="overlay", margin={"t": 100})
-    panel_legends(fig, {})
-    for i, name in enumerate(("legend", "legend2")):  # legends under the panel titles, left-aligned
-        suffix = "" if i == 0 else "2"
-        fig.layout[name] = {"orientation": "h", "x": fig.layout["xaxis" + suffix].domain[0], "y": 1.0,
-                            "yanchor": "bottom", "xanchor": "left", "font": {"size": 11}}
-    fig.update_annotations(y=1.1)
+    panel_legends(fig, {0: "legend", 1: "legend2"}, below_titles=True)
     fig.update_xaxes(title_text="difficulty d (failure rate of G completions)", range=[-0.08, 1.08],
                      tickvals=levels, ticktext=[f"{v:.2g}" for v in levels])
     fig.update_yaxes(title_text="questions", range=[0, max(1, int(counts.max(initial=0))) * 1.18], row=1, col=1)
@@ -313,11 +311,7 @@ def replay_buffer_figure(ages: Sequence[int], pass_rates: Sequence[float], is_el
     fig.update_yaxes(title_text="groups", row=1, col=2)
     fig.update_layout(barmode="stack", height=420, margin={"t": 110}, title=title or f"replay buffer: {len(ages)} "
                       f"groups, {int(ok.sum())} replayable")
-    panel_legends(fig, {})
-    for name, axis in (("legend", "xaxis"), ("legend2", "xaxis2")):  # each panel's legend under its title
-        fig.layout[name] = {"orientation": "h", "x": fig.layout[axis].domain[0], "xanchor": "left", "y": 1.0,
-                            "yanchor": "bottom", "font": {"size": 11}}
-    fig.update_annotations(y=1.1)
+    panel_legends(fig, {0: "legend", 1: "legend2"}, below_titles=True)
     return fig
 
 
@@ -326,18 +320,22 @@ def replay_share_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
     steps = [r for r in records if r.get("rollout/pass_rate_hist") is not None]
     x = [r["step"] for r in steps]
     fresh = [sum(r["rollout/pass_rate_hist"]) for r in steps]  # the histogram counts the fresh groups
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("groups per step", "age of replayed groups (steps)"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("groups per step", "age of replayed groups"))
     for name, ys, color in (("fresh", fresh, "#1f77b4"),
                             ("replayed", [r.get("replay/replayed") or 0 for r in steps], "#ff7f0e"),
                             ("shortfall (buffer had too few)", [r.get("replay/shortfall") or 0 for r in steps],
                              "#dddddd")):
-        fig.add_trace(go.Bar(x=x, y=ys, name=name, marker_color=color), row=1, col=1)
+        fig.add_trace(go.Bar(x=x, y=ys, name=name, marker_color=color, legend="legend"), row=1, col=1)
     replayed = [r for r in steps if (r.get("replay/replayed") or 0) > 0]  # age 0 is logged when none was
-    for key, name, rows in (("replay/mean_age", "replayed groups", replayed),
-                            ("replay/buffer_mean_age", "whole buffer", steps)):
+    for key, name, rows, color in (("replay/mean_age", "replayed groups", replayed, "#9467bd"),
+                                   ("replay/buffer_mean_age", "whole buffer", steps, "#8c564b")):
         x_age, y_age = series_xy(rows, key)
-        fig.add_trace(go.Scatter(x=x_age, y=y_age, mode="lines+markers", name=f"mean age, {name}"), row=1, col=2)
+        fig.add_trace(go.Scatter(x=x_age, y=y_age, mode="lines+markers", name=f"mean age, {name}",
+                                 legend="legend2", line={"color": color}), row=1, col=2)
     fig.update_xaxes(title_text="step", dtick=1)
-    fig.update_layout(barmode="stack", height=380, legend={"orientation": "h", "y": -0.2},
-                      title="fresh vs replayed share per step")
+    fig.update_yaxes(title_text="groups", row=1, col=1)
+    fig.update_yaxes(title_text="age (steps since generated)", rangemode="tozero", row=1, col=2)
+    fig.update_layout(barmode="stack", height=400, margin={"t": 110}, title="fresh vs replayed share per step")
+    panel_legends(fig, {0: "legend", 1: "legend2"}, below_titles=True)
     return fig

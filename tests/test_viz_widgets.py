@@ -186,6 +186,7 @@ def test_replay_figures_split_fresh_replayed_and_shortfall():
                                     "replay/buffer_mean_age": 0.5})]
     fig = viz.replay_share_figure(recs)
     assert [list(t.y) for t in fig.data[:3]] == [[4, 4], [0, 1.0], [0, 1.0]]
+    assert fig.layout.yaxis.title.text == "groups" and fig.layout.yaxis2.title.text.startswith("age")
     assert list(fig.data[3].x) == [2]  # no age drawn for a step that replayed nothing
     buf = viz.replay_buffer_figure([0, 1, 1, 3], [0.5, 0.25, 1.0, 0.75], [True, True, False, True])
     assert len(buf.data[0].y) == 3 and len(buf.data[1].y) == 1
