@@ -187,6 +187,8 @@ def quality_sweep_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
                                      name=strategy, legendgroup=strategy, showlegend=col == 1,
                                      line={"color": color}), row=1, col=col)
     fig.update_xaxes(title_text="reference-set size K")
+    fig.update_yaxes(title_text="Pearson r", range=[-1.05, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text="MAE", rangemode="tozero", row=1, col=2)
     fig.update_layout(title="prediction quality on the probe set by reference strategy and size", height=380)
     return fig
 
@@ -242,6 +244,9 @@ def temperature_sweep_figure(temperatures: Sequence[float], effective_references
     fig.add_trace(go.Scatter(x=temperatures, y=mae, mode="lines+markers", name="MAE"), row=1, col=2)
     fig.add_trace(go.Scatter(x=temperatures, y=pearson, mode="lines+markers", name="Pearson"), row=1, col=2)
     fig.update_xaxes(type="log", title_text="attention temperature τ")
+    top = max([k for k in effective_references if np.isfinite(k)], default=1.0)
+    fig.update_yaxes(title_text="references sharing the weight", range=[0, top * 1.05], row=1, col=1)
+    fig.update_yaxes(title_text="Pearson r / MAE", range=[-1.05, 1.05], row=1, col=2)
     if current is not None:
         fig.add_vline(x=current, line_dash="dot", line_color="grey")
     fig.update_layout(title="low τ: one nearest reference decides; high τ: every query gets the mean label",

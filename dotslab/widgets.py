@@ -299,16 +299,22 @@ class AttentionExplorer:
                                         current=self.temperature.value)
 
     def describe_sweep(self) -> str:
-        """Markdown on the last :meth:`sweep`: which τ ranked this batch best, against the flattest τ."""
+        """Markdown on the last :meth:`sweep`: the sharpest and the flattest τ tried, and where r was highest."""
+        if not self.sweep_rows:
+            return "Run sweep() first."
         rows = [r for r in self.sweep_rows if np.isfinite(r["pearson"])]
         if not rows:
             return ("No correlation at any τ: the references or the queries' measured difficulties are all "
                     "equal, so there is no ranking to recover.")
-        best, flat = max(rows, key=lambda r: r["pearson"]), self.sweep_rows[-1]
-        return (f"On this batch ({len(self.query_texts)} queries) Pearson r peaked at {best['pearson']:.2f} at "
-                f"τ = {best['tau']:.3g} (effective references {best['effective']:.1f} of {len(self.ref_texts)}); at "
-                f"τ = {flat['tau']:.3g} every query spreads over {flat['effective']:.1f} references and r is "
-                + (f"{flat['pearson']:.2f}." if np.isfinite(flat["pearson"]) else "undefined."))
+
+        def at(r: dict[str, float]) -> str:
+            corr = f"Pearson r = {r['pearson']:.2f}" if np.isfinite(r["pearson"]) else "no correlation"
+            return (f"at τ = {r['tau']:.3g} the weight rests on {r['effective']:.1f} of {len(self.ref_texts)} "
+                    f"references, {corr}, MAE = {r['mae']:.2f}")
+
+        best = max(rows, key=lambda r: r["pearson"])
+        return (f"On this batch of {len(self.query_texts)} queries: {at(self.sweep_rows[0])}; "
+                f"{at(self.sweep_rows[-1])}. Pearson r was highest, {best['pearson']:.2f}, at τ = {best['tau']:.3g}.")
 
 
 # ---- 03: selection explorer --------------------------------------------------------------------

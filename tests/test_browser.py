@@ -332,7 +332,7 @@ def check_attention_explorer(page):
                                 table.element_handle())
     assert max(row_heights) < 2 * min(row_heights), "table rows wrap over several lines"
     before = plotly_range(page, bars), page.evaluate("el => [el.data[0].zmin, el.data[0].zmax]", heat.element_handle())
-    title_before = heat.locator(".gtitle").inner_text()
+    title_before = heat.locator(".gtitle").text_content()
     shoot(explorer, "02_attention-explorer.png")
     # a person drags τ up: five steps of the log slider with the keyboard
     explorer.locator(".noUi-handle").first.focus()

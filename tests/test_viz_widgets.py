@@ -400,8 +400,10 @@ def test_explorers_describe_what_they_show(data):
     text = ex.describe_query(0)
     assert f"{ex.attention[0, top]:.0%} on “{data['pool'].prompts[top]}”" in text and f"{ex.prediction[0]:.2f}" in text
     ex.sweep([0.01, 0.1, 100.0])
-    best = max(ex.sweep_rows, key=lambda r: r["pearson"])
-    assert f"peaked at {best['pearson']:.2f} at τ = {best['tau']:.3g}" in ex.describe_sweep()
+    best, sharp = max(ex.sweep_rows, key=lambda r: r["pearson"]), ex.sweep_rows[0]
+    text = ex.describe_sweep()
+    assert f"highest, {best['pearson']:.2f}, at τ = {best['tau']:.3g}" in text
+    assert f"at τ = 0.01 the weight rests on {sharp['effective']:.1f} of 10 references" in text
     sel = SelectionExplorer(np.array([0.1, 0.45, 0.5, 0.55, 0.9]), n_select=2, target_difficulty=0.5)
     assert sel.describe_pool().startswith("Of the 5 pool questions, 60% are predicted within ±0.1 of α = 0.50")
 
