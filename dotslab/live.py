@@ -198,9 +198,10 @@ def time_first_step(cfg: Config, *, hooks: Sequence[Callable[[dict[str, Any]], N
         message = (f"The run in `{result.run_dir}` has all {done} steps already: the next cell only loads it "
                    f"(delete the folder to train again).")
     else:
+        evals_too = f" and {n_evals} evaluation{'s' if n_evals > 1 else ''}" if n_evals else ""
         message = (f"Step {done} took **{format_seconds(per_step)}** ({format_seconds(wall)} with loading the "
-                   f"model and data). At that pace the remaining **{len(todo)} steps** and {n_evals} evaluations "
-                   f"take about **{format_seconds(left)}** on this machine now.")
+                   f"model and data). At that pace the remaining **{len(todo)} steps**{evals_too} take about "
+                   f"**{format_seconds(left)}** on this machine now.")
         if cfg.uses_selection or cfg.uses_replay:
             message += (" Step 1 is among the slowest: it rolls out a whole batch of fresh questions"
                         + (" and the reference set" if cfg.uses_selection else "") + ", later steps often less.")
