@@ -8,9 +8,11 @@ Decisions:
      bars are widgets, and a reopened notebook shows "Error displaying widget: model not found" where
      they were. Outside a notebook kernel nothing is drawn.
   2. :class:`LiveCurves` keeps its ``FigureWidget``'s synced state current after every redraw
-     (:func:`dotslab.viz.push_widget_state`), so a page reloaded or reopened during a run restores the
-     curves so far; :meth:`LiveCurves.finish` then puts the static figure in the widget's place, which
-     a saved notebook keeps.
+     (:func:`dotslab.viz.push_widget_state`): a page reloaded or reopened during a run gets the widget
+     back (with every record) as soon as the kernel is free, i.e. when the training cell ends, where it
+     used to get the empty figure of step 0. Meanwhile :meth:`LiveCurves.watch` follows the run's
+     metrics.jsonl from another kernel. :meth:`LiveCurves.finish` puts the static figure in the
+     widget's place, which a saved notebook keeps.
   3. :func:`time_first_step` runs step 1 as a run of its own (``total_steps = 1``) in the run's folder;
      the long call resumes it, so the timed step is not repeated. A resumed run reproduces the
      uninterrupted one's metrics (``trainer`` decision 1), except that step 1, the last step of its
@@ -19,6 +21,8 @@ Decisions:
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +150,48 @@ class LiveCurves:
     def redraw(self) -> None:
         sync_figure(self.widget, training_figure(self.records, self._title()))
 
-    def follow(self, run_dir: str | Path) -> None:
-        """Redraw from a run folder's metrics.jsonl (e.g. a run that another process is writing)."""
-        self.records = read_jsonl(Path(run_dir) / "metrics.jsonl")
-        self.redraw()
+    def follow(self, run_dir: str | Path) -> bool:
+        """Redraw from a run folder's metrics.jsonl (e.g. a run that another process is writing);
+        True if it held new records."""
+        records = read_jsonl(Path(run_dir) / "metrics.jsonl")
+        changed = len(records) != len(self.records)
+        if changed:
+            self.records = records
+            self.redraw()
+        return changed
+
+    @classmethod
+    def watch(cls, run_dir: str | Path, *, every: float = 5.0, timeout: float = 24 * 3600) -> "LiveCurves":
+        """Curves of the run in ``run_dir``, redrawn from its metrics.jsonl every ``every`` seconds in a
+        background thread until the run has logged its last step (or ``timeout``; ``stop()`` ends it).
+
+        A kernel that is training answers a reloaded page only when the cell ends, so the page cannot
+        restore the live figure meanwhile; this follows the run from another notebook or console (or a
+        headless ``dotslab train``) instead.
+        """
+        run_dir = Path(run_dir)
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        live = cls(run_dir.name, total_steps=config.get("total_steps"))
+        live.follow(run_dir)
+        live._stop = threading.Event()
+
+        def poll() -> None:
+            deadline = time.monotonic() + timeout
+            while not live._stop.wait(every) and time.monotonic() < deadline:
+                live.follow(run_dir)
+                steps = [r["step"] for r in live.records if r.get("time/step") is not None]
+                if steps and live.total_steps and max(steps) >= live.total_steps:
+                    break
+
+        live._thread = threading.Thread(target=poll, name=f"watch {run_dir.name}", daemon=True)
+        live._thread.start()
+        return live
+
+    def stop(self) -> None:
+        """End :meth:`watch`'s polling."""
+        if getattr(self, "_stop", None) is not None:
+            self._stop.set()
+            self._thread.join()
 
     def show(self) -> None:
         from IPython.display import display

@@ -47,7 +47,10 @@ NOTEBOOKS = {
     "10_train.ipynb": {"preset": "tiny", "policy": "tiny", "train_size": 24, "eval_size": 4, "total_steps": 3,
                        "eval_every": 1},
     "20_compare.ipynb": {},
+    "10_train-reload.ipynb": {"preset": "tiny", "policy": "tiny", "train_size": 24, "eval_size": 4,
+                              "total_steps": 40, "eval_every": 0, "checkpoint_every": 0},
 }
+COPIES = {"10_train-reload.ipynb": "10_train.ipynb"}  # a second copy of a notebook, with other parameters
 COMPARE_STEPS = {"grpo": 2, "dots_rr": 3}  # two runs whose step budgets differ: 20_compare must not compare them
 LAB_SETTINGS = {  # full DOM (no virtual scrolling) so every output can be found; no news, no update checks
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -99,7 +102,8 @@ def lab(tmp_path_factory):
         params = {**params, "run_root": str(home / "runs")} if "total_steps" in params else params
         if name == "20_compare.ipynb":
             params = {"runs_glob": f"{compare_root}/*"}
-        subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / name), str(folder / name),
+        subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / COPIES.get(name, name)),
+                        str(folder / name),
                         "--prepare-only", "-y", json.dumps(params)], check=True, capture_output=True)
     settings = home / "settings"
     for rel, value in LAB_SETTINGS.items():
@@ -374,3 +378,26 @@ def check_compare(page):
     figure = page.locator(STATIC_PLOT).first
     figure.wait_for(timeout=30_000)
     shoot(page.locator(".jp-Notebook"), "20_compare-notebook.png")
+
+
+def test_live_curves_come_back_after_a_reload(browser, lab):
+    """Save and reload the page while 10_train runs: once the kernel is free the live figure is restored
+    with every step (it used to come back as the empty figure it was when first displayed)."""
+    page = open_notebook(browser, lab, "10_train-reload.ipynb")
+    with screenshot_on_failure(page, "10_train-reload"):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).first.click()
+        live = page.locator(".jp-OutputArea-output .js-plotly-plot").filter(has_text="step time split").first
+        live.wait_for(timeout=120_000)
+        page.wait_for_function("el => (el.data[0].x || []).length >= 2", arg=live.element_handle(), timeout=120_000)
+        page.keyboard.press("Control+s")  # JupyterLab also autosaves every 2 minutes
+        page.wait_for_timeout(2000)
+        page.reload(wait_until="domcontentloaded")
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+        restored = page.locator(".jp-OutputArea-output .js-plotly-plot").filter(has_text="step time split").first
+        restored.wait_for(timeout=300_000)  # the page gets the widget's state when the training cell ends
+        page.wait_for_function("el => (el.data[0].x || []).length === 40", arg=restored.element_handle(),
+                               timeout=60_000)
+        assert "step 40 of 40" in restored.locator(".gtitle").first.text_content()
+        shoot(restored, "10_train-after-reload.png")
+    page.close()

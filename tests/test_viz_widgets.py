@@ -101,6 +101,19 @@ def test_live_curves_push_their_state_for_a_reloaded_page(tmp_path):
     assert list(live.widget.data[0].x) == [1, 2, 3] and list(live.widget._widget_data[0]["x"]) == [1, 2, 3]
 
 
+def test_watch_follows_a_run_folder_written_by_another_process(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"total_steps": 3}))
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps(record(1)) + "\n")
+    live = LiveCurves.watch(tmp_path, every=0.05)
+    assert list(live.widget.data[0].x) == [1]
+    with metrics.open("a") as f:
+        f.write(json.dumps(record(2)) + "\n" + json.dumps(record(3)) + "\n")
+    live._thread.join(timeout=10)  # stops by itself at the run's last step
+    assert not live._thread.is_alive() and list(live.widget._widget_data[0]["x"]) == [1, 2, 3]
+    live.stop()
+
+
 def test_run_progress_title_estimates_time_left():
     recs = [record(1, **{"time/step": 10.0}), record(2, **{"time/step": 20.0})]
     title = run_progress_title("r", recs, total_steps=6)  # 15 s a step, 4 steps left
