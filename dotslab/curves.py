@@ -153,6 +153,6 @@ def comparison_figure(runs: Mapping[str, Sequence[dict[str, Any]]], target: floa
     fig.update_xaxes(title_text="generations (reference rollouts included)", row=1, col=2)
     fig.update_yaxes(title_text="eval pass rate", range=[0, 1.02], row=1, col=1)
     fig.update_layout(height=460, legend={"orientation": "h", "y": -0.22},
-                      title=f"{len(runs)} runs" + (f"; target pass rate {target:.2f}" if has_target else
+                      title=f"{len(runs)} run{'s' if len(runs) != 1 else ''}" + (f"; target pass rate {target:.2f}" if has_target else
                                                    "; no target (no baseline run)"))
     return fig

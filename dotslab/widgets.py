@@ -12,7 +12,9 @@ Decisions:
   2. The attention explorer shows the untrained predictor's path (softmax of cosine similarity / τ,
      as :meth:`DifficultyPredictor.raw_attention` with τ_raw = 0.1) with τ free, because that is
      what picks a trainer's first batches and it has no learned parameters to hide behind.
-  3. A rollout started from a widget (the picker's references) reports progress on the widget's
+  3. Figures inside a widget box get an explicit width (``BOXED_WIDTH``); figures shown on their own
+     fill the cell.
+  4. A rollout started from a widget (the picker's references) reports progress on the widget's
      status line; the messages name what is missing instead of doing nothing (a blank choice, a
      correlation that cannot exist).
 """
@@ -34,6 +36,10 @@ from .selector import dots_sample, selection_probs
 from .viz import (attention_bars, attention_heatmap, prediction_figure, quality_text, selection_figure, shorten,
                   sync_figure, temperature_sweep_figure)
 from .workbench import ProgressFn, Workbench
+
+BOXED_WIDTH = 940
+"""Width (px) of a figure inside a widget box: such a figure may be drawn before the box has a width and
+then keeps plotly's 700 px default; 940 fills a notebook in a 1400 px window with the file browser open."""
 
 
 # ---- 01: reference-set picker ------------------------------------------------------------------
@@ -69,7 +75,7 @@ class ReferenceSetPicker:
         self.ref_list = w.SelectMultiple(description="references", rows=8, layout={"width": "420px"})
         self.remove_button = w.Button(description="remove selected", icon="minus", layout={"width": "180px"})
         self.status = w.HTML()
-        self.figure = go.FigureWidget(prediction_figure([], [], history=[]))
+        self.figure = go.FigureWidget(prediction_figure([], [], history=[]).update_layout(width=BOXED_WIDTH))
         for control in (self.strategy, self.k, self.seed):
             control.observe(lambda _: None if self._syncing else self._shown(self.draw), names="value")
         self.add_button.on_click(lambda _: self._shown(self.add, [self.add_choice.value]))
@@ -240,7 +246,8 @@ class AttentionExplorer:
         self.bars = go.FigureWidget(attention_bars(np.zeros(len(self.ref_texts)), self.ref_texts,
                                                    self.ref_difficulty, top))
         self.heatmap = go.FigureWidget(attention_heatmap(np.zeros((len(self.query_texts), len(self.ref_texts))),
-                                                         self.query_texts, self.ref_texts, self.ref_difficulty))
+                                                         self.query_texts, self.ref_texts, self.ref_difficulty
+                                                         ).update_layout(width=BOXED_WIDTH))
         self.query.observe(lambda _: self.refresh(), names="value")
         self.temperature.observe(lambda _: self.refresh(), names="value")
         self.widget = w.VBox([w.HBox([self.query, self.temperature]), self.status,
@@ -330,7 +337,8 @@ class SelectionExplorer:
         self.tau = w.FloatLogSlider(value=temperature, base=10, min=-3, max=0.5, step=0.25, description="τ",
                                     readout_format=".3f", continuous_update=False)
         self.status = w.HTML()
-        self.figure = go.FigureWidget(selection_figure(self.difficulty, target_difficulty, temperature))
+        self.figure = go.FigureWidget(selection_figure(self.difficulty, target_difficulty, temperature
+                                                       ).update_layout(width=BOXED_WIDTH))
         for control in (self.alpha, self.tau):
             control.observe(lambda _: self.refresh(), names="value")
         self.widget = w.VBox([w.HBox([self.alpha, self.tau]), self.status, self.figure])

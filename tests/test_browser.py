@@ -277,6 +277,8 @@ def check_reference_set_picker(page):
     live_plot = picker.locator(".js-plotly-plot .main-svg").first
     live_plot.wait_for(timeout=60_000)
     assert picker.locator(".widget-slider, .widget-hslider").count() >= 1
+    width = picker.locator(".js-plotly-plot").first.bounding_box()["width"]
+    assert width >= 900, f"the picker's figure is {width:.0f} px wide (plotly's 700 px default?)"
     static = page.locator(STATIC_PLOT)
     assert static.count() >= 2, "the sweep figure and the snapshot should render as plotly figures"
     shoot(picker, "01_reference_set-picker.png")
@@ -377,7 +379,8 @@ def check_compare(page):
     assert "nan" not in page.locator(".jp-Notebook").inner_text().lower()
     figure = page.locator(STATIC_PLOT).first
     figure.wait_for(timeout=30_000)
-    shoot(page.locator(".jp-Notebook"), "20_compare-notebook.png")
+    shoot(page.locator(".jp-CodeCell").filter(has_text="comparable_runs(runs").first, "20_compare-runs-and-notes.png")
+    shoot(figure, "20_compare-figure.png")
 
 
 def test_live_curves_come_back_after_a_reload(browser, lab):

@@ -23,7 +23,7 @@ from dotslab.report import buffer_contents, describe_run, run_summary, styled, t
 from dotslab.selector import selection_probs
 from dotslab import curves, viz
 from dotslab.live import LiveCurves, Progress, run_progress_title
-from dotslab.widgets import (AttentionExplorer, ReferenceSetPicker, SelectionExplorer, effective_references,
+from dotslab.widgets import (BOXED_WIDTH, AttentionExplorer, ReferenceSetPicker, SelectionExplorer, effective_references,
                              attention_at_temperature)
 from dotslab.workbench import open_workbench
 
@@ -181,6 +181,7 @@ def test_attention_axes_stay_fixed_across_temperatures(data):
     ex.temperature.value = 3.0
     flat = (tuple(ex.bars.layout.xaxis.range), ex.heatmap.data[0].zmin, ex.heatmap.data[0].zmax)
     assert sharp == flat == ((0, 1), 0, 1)
+    assert ex.heatmap.layout.width == BOXED_WIDTH  # drawn inside a box: plotly's 700 px default otherwise
     assert max(ex.bars.data[0].x) < top_sharp  # the bars themselves shrink on that fixed axis
 
 
