@@ -459,7 +459,10 @@ def test_workbench_on_tiny_policy_labels_and_predicts(tmp_cache):
 
 
 def test_time_first_step_trains_once_and_estimates_the_rest(tmp_cache, tmp_path):
-    """Step 1 runs on its own and the long call resumes it: every step is trained exactly once."""
+    """Step 1 runs on its own and the long call resumes it: every step is trained exactly once, and the
+    run's training metrics are those of the same run made in one call."""
+    import dataclasses
+
     from dotslab.live import time_first_step
     from dotslab.trainer import train
     cfg = Config.from_flat({"preset": "tiny", "total_steps": 3, "eval_every": 2, "train_size": 16, "eval_size": 2,
@@ -473,6 +476,10 @@ def test_time_first_step_trains_once_and_estimates_the_rest(tmp_cache, tmp_path)
     assert "remaining **2 steps** and 2 evaluations" in first.message
     result = train(cfg, resume=True, progress=False)
     assert [r["step"] for r in result.records if "time/step" in r] == [1, 2, 3]
+    whole = train(dataclasses.replace(cfg, run_name="uninterrupted"), progress=False)  # the same run in one call
+    for key in ("train/loss", "train/pass_rate", "rollout/total_generations"):
+        assert [r[key] for r in result.records if "time/step" in r] == [r[key] for r in whole.records
+                                                                         if "time/step" in r], key
     again = time_first_step(cfg)
     assert again.steps_done == 3 and "has all 3 steps already" in again.message
 
