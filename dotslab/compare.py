@@ -215,6 +215,7 @@ def describe_comparison(compared: Mapping[str, Run], target: float, notes: Seque
         how = ("set by target_pass_rate" if explicit_target else f"the mean final held-out pass rate of the "
                f"{baseline} runs")
         goal = f"target pass rate **{target:.3f}** ({how})" if np.isfinite(target) else "**no target**"
-        head = (f"Comparing **{len(compared)} runs** ({counts}) on task `{cfg.get('task')}`, "
+        head = (f"Comparing **{len(compared)} run{'s' if len(compared) != 1 else ''}** ({counts}) on task "
+                f"`{cfg.get('task')}`, "
                 f"{cfg.get('total_steps')} steps each; {goal}.")
     return head + "".join(f"\n\n> ⚠ {note}" for note in notes)

@@ -18,7 +18,7 @@ from dotslab.config import Config, PredictorConfig
 from dotslab.data import arithmetic_questions
 from dotslab.embed import HashEmbedder
 from dotslab.predictor import OnlinePredictor, prediction_quality
-from dotslab.compare import RunMismatchError, comparable_runs, compare_runs, load_runs
+from dotslab.compare import RunMismatchError, comparable_runs, compare_runs, describe_comparison, load_runs
 from dotslab.report import buffer_contents, describe_run, run_summary, styled, top_references
 from dotslab.selector import selection_probs
 from dotslab import curves, viz
@@ -257,7 +257,10 @@ def test_compare_refuses_runs_that_differ_in_more_than_method_and_seed(tmp_path)
     assert any(n.startswith("`d2` is left out") and "total_steps = 2 here, 4 in the compared runs" in n
                for n in notes)
     assert any(n.startswith("`silent` is left out: it never evaluated") for n in notes)
-    compare_runs(chosen)  # the chosen set compares
+    table, target = compare_runs(chosen)  # the chosen set compares
+    text = describe_comparison(chosen, target, notes)
+    assert text.startswith("Comparing **2 runs** (dots_rr ×1, grpo ×1) on task `arithmetic_mix`, 4 steps each; "
+                           "target pass rate **0.500**") and "> ⚠ `d2` is left out" in text
     # a selecting method's predictor settings do not make it incomparable with grpo, whose runs ignore them
     write_run(tmp_path / "k8", "dots_rr", [0.2, 0.5, 0.6, 0.6], predictor={"reference_set_size": 8})
     write_run(tmp_path / "gk", "grpo", [0.1, 0.3, 0.5, 0.5], predictor={"reference_set_size": 4})
