@@ -207,8 +207,11 @@ class HFEncoder(_MeanPoolEncoder):
                  device: str | torch.device | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path_or_id), local_files_only=True, dtype=torch.float32)
+        from .models import quiet_loading  # no "Loading weights" bar in every notebook cell that trains
+
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), local_files_only=True)
+            model = AutoModel.from_pretrained(str(path_or_id), local_files_only=True, dtype=torch.float32)
         model.to(torch.device(device or "cpu"))  # a paper-scale encoder (1.5B) wants the GPU
         super().__init__(model, tokenizer, max_length=max_length, batch_size=batch_size,
                          cache_dir=cache_dir)

@@ -227,3 +227,8 @@ def pass_rate_histogram(pass_rates: Iterable[float], group_size: int) -> list[in
     for p in pass_rates:
         hist[min(group_size, max(0, round(p * group_size)))] += 1
     return hist
+
+
+# the step-time split: these add up to (nearly) time/step; figures and summaries stack them in this order
+TIME_KEYS = ("time/generation", "time/reference", "time/reward", "time/prediction", "time/selection",
+             "time/replay", "time/update")

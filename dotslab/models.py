@@ -9,6 +9,8 @@ Deviations / decisions:
      without that key and cached once as a plain fp32 folder (``~/.cache/dotslab/smollm2-fp32``,
      or $DOTSLAB_CACHE). Call it "SmolLM2-135M-Instruct (Q4_1, dequantized)" in write-ups.
   2. 'tiny' is a random-init 2-layer Llama over a character tokenizer built here, for tests.
+  3. transformers' "Loading weights" bars are switched off while a local model loads (it takes a
+     fraction of a second, and the bars cluttered every notebook cell that opens a policy).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import os
 import shutil
 import string
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -93,6 +97,20 @@ def tiny_policy(tokenizer: PreTrainedTokenizerBase, seed: int = 0, hidden_size: 
         return LlamaForCausalLM(cfg)
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers' progress bars (e.g. "Loading weights") inside the block, then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_policy(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """'smollm2' | 'tiny' | HF id or local folder -> (fp32 model in train mode, left-padding tokenizer)."""
     if name == "tiny":
@@ -100,8 +118,9 @@ def load_policy(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTo
         model = tiny_policy(tok, seed)
     else:
         path = str(smollm2_path()) if name == "smollm2" else name
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        with quiet_loading():
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if tok.pad_token is None:  # e.g. GPT-2 / Llama tokenizers ship without one
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

@@ -1,27 +1,24 @@
-"""Summaries of run folders: before/after pass rates, step-time split, time-to-target, comparisons
-of several runs, the replay buffer of a checkpoint, and attention tables (pandas, for notebooks).
+"""Summaries of run folders: before/after pass rates, step-time split, time-to-target, the replay
+buffer of a checkpoint, and attention tables (pandas, for notebooks); several runs: ``compare``.
 
 Not from the paper; it computes the paper's comparison (Table 1: time to reach GRPO's final
 accuracy) from our metrics logs. Time-to-target counts every generation, reference rollouts
 included (METHOD §7).
 
 Decisions:
-  1. ``compare_runs`` defaults the target to the baseline's mean final eval pass rate, as Table 1
-     does, and divides by the baseline runs' mean time to it (seeds averaged, not paired).
+  1. Tables hold integers as integers and round floats; :func:`styled` shows them without empty
+     header rows and without wrapping row names.
 """
 from __future__ import annotations
 
-import glob
 import json
-import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .metrics import read_jsonl
-from .viz import TIME_KEYS
+from .metrics import TIME_KEYS, read_jsonl
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -35,8 +32,15 @@ def _evals(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("eval/pass_rate") is not None]
 
 
+def _rounded(value: Any, digits: int = 3) -> Any:
+    return round(float(value), digits) if isinstance(value, (float, np.floating)) else value
+
+
 def run_summary(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One-column table: eval pass rate first/last, mean train pass rate, mean step-time split."""
+    """One-column table: eval pass rate first/last, mean train pass rate, mean step-time split.
+
+    The column holds integers as integers and floats rounded to 3 decimals (object dtype).
+    """
     evals = _evals(records)
     steps = [r for r in records if r.get("time/step") is not None]
     rows: dict[str, Any] = {
@@ -46,13 +50,98 @@ def run_summary(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         "train pass rate (first 3 steps)": float(np.mean([r["train/pass_rate"] for r in steps[:3]])) if steps else np.nan,
         "train pass rate (last 3 steps)": float(np.mean([r["train/pass_rate"] for r in steps[-3:]])) if steps else np.nan,
         "zero-variance share (mean)": float(np.mean([r["rollout/frac_zero_std"] for r in steps])) if steps else np.nan,
-        "generations": steps[-1]["rollout/total_generations"] if steps else 0,
+        "generations": int(steps[-1]["rollout/total_generations"]) if steps else 0,
         "training seconds": steps[-1]["time/elapsed"] if steps else 0.0,
     }
     for key in (*TIME_KEYS, "time/step"):
         vals = [r.get(key, 0.0) or 0.0 for r in steps]
         rows[f"{key} (mean s)"] = float(np.mean(vals)) if vals else np.nan
-    return pd.DataFrame({"value": rows})
+    return pd.DataFrame({"value": pd.Series({k: _rounded(v) for k, v in rows.items()}, dtype=object)})
+
+
+def _number(x: Any) -> str:
+    """A table cell: integers without decimals, floats with as many as their size needs, NaN as '–'."""
+    if x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+        return "–"
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return str(x)
+    if float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:,.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def styled(table: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    """``table`` for display: numbers via :func:`_number`, one header row, row names kept on one line."""
+    out = table.copy()
+    out.index.name = out.columns.name = None  # a named index adds an empty header row
+    return (out.style.format(_number).format_index(str, axis=0)
+            .set_table_styles([{"selector": "th.row_heading", "props": "white-space: nowrap; text-align: left"},
+                               {"selector": "td", "props": "white-space: nowrap"}]))
+
+
+def describe_run(records: Sequence[dict[str, Any]], *, eval_completions: int | None = None) -> str:
+    """What a short run did, as Markdown bullets computed from its records (a notebook's "what we saw").
+
+    ``eval_completions`` (held-out questions x samples, n) adds the standard error of an evaluation,
+    √(p(1-p)/n) at the mean p of the first and last (kept within [1/n, 1-1/n]), and whether the
+    held-out change exceeds two of them.
+    """
+    steps = [r for r in records if r.get("time/step") is not None]
+    if not steps:
+        return "No training step was logged."
+    k = max(1, min(3, len(steps) // 2))
+    train_first = np.mean([r["train/pass_rate"] for r in steps[:k]])
+    train_last = np.mean([r["train/pass_rate"] for r in steps[-k:]])
+    span = "step" if k == 1 else f"{k} steps"
+    lines = [f"- **Train-batch pass rate**: {train_first:.2f} over the first {span}, {train_last:.2f} over "
+             f"the last {span} ({len(steps)} steps in all)."]
+    evals = _evals(records)
+    if evals:
+        seen = ", ".join(f"{r['eval/pass_rate']:.2f} (step {r['step']})" for r in evals)
+        line = f"- **Held-out pass rate**: {seen}."
+        if eval_completions and len(evals) >= 2:
+            first, last = evals[0]["eval/pass_rate"], evals[-1]["eval/pass_rate"]
+            n = eval_completions
+            p = min(max((first + last) / 2, 1 / n), 1 - 1 / n)  # at 0 or 1 the formula would claim no noise
+            se = float(np.sqrt(p * (1 - p) / n))
+            verdict = "inside" if abs(last - first) < 2 * se else "beyond"
+            line += (f" On {eval_completions} completions one standard error is about ±{se:.2f}, so the change "
+                     f"of {last - first:+.2f} is {verdict} two standard errors.")
+        lines.append(line)
+    half = max(1, len(steps) // 2)
+    zero_first = np.mean([r["rollout/frac_zero_std"] for r in steps[:half]])
+    zero_last = np.mean([r["rollout/frac_zero_std"] for r in steps[half:] or steps[-1:]])
+    lines.append(f"- **Fresh groups with no reward spread**: {zero_first:.0%} in the first half of the run, "
+                 f"{zero_last:.0%} in the second.")
+    pearson = [r["predictor/pearson"] for r in steps if r.get("predictor/pearson") is not None]
+    if pearson:
+        lines.append(f"- **Predictor Pearson r** on each step's fresh questions: from {min(pearson):.2f} to "
+                     f"{max(pearson):.2f} over {len(pearson)} steps.")
+    return "\n".join(lines)
+
+
+def describe_sweep_noise(rows: Sequence[dict[str, Any]], n_probes: int) -> str:
+    """Markdown: how far Pearson r spread over a reference-set sweep, against its sampling noise.
+
+    The standard error of a correlation r on P pairs is about (1 - r²)/√(P - 1) (taken at the best r).
+    """
+    r = [row["pearson"] for row in rows if row.get("pearson") is not None and np.isfinite(row["pearson"])]
+    if not r:
+        return ("No reference set gave a correlation: their difficulties (or the probes') were all equal, "
+                "so there was no ranking to measure.")
+    se = (1 - max(r) ** 2) / np.sqrt(max(n_probes - 1, 1))
+    return (f"Across the {len(r)} reference sets with a ranking, Pearson r ran from {min(r):.2f} to {max(r):.2f}. "
+            f"With P = {n_probes} probes one standard error of r is about (1 − r²)/√(P − 1) ≈ {se:.2f} even at "
+            f"the best r, so gaps smaller than about {2 * se:.2f} between strategies are noise.")
+
+
+def describe_buffer(buffer: pd.DataFrame) -> str:
+    """Markdown: how many groups a buffer table (:func:`buffer_contents`) holds, their ages, how many replayable."""
+    if buffer.empty:
+        return "The buffer is empty (this run does not replay, or has no checkpoint yet)."
+    ages = ", ".join(str(a) for a in sorted(set(buffer["age"])))
+    return (f"The buffer holds {len(buffer)} groups of ages {ages} (steps); {int(buffer['replayable'].sum())} "
+            f"of them can be replayed.")
 
 
 def time_to_target(records: Sequence[dict[str, Any]], target: float) -> dict[str, float]:
@@ -67,56 +156,6 @@ def time_to_target(records: Sequence[dict[str, Any]], target: float) -> dict[str
 def final_pass_rate(records: Sequence[dict[str, Any]]) -> float:
     evals = _evals(records)
     return float(evals[-1]["eval/pass_rate"]) if evals else float("nan")
-
-
-# ---- several runs (notebook 20) -----------------------------------------------------------------
-def load_runs(patterns: str | Sequence[str]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Run folders matching glob ``patterns`` (a list, or one string with comma-separated globs).
-
-    Only folders holding both config.json and metrics.jsonl are kept; keys are folder names.
-    """
-    if isinstance(patterns, str):
-        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
-    found: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    for pattern in patterns:
-        for folder in map(Path, sorted(glob.glob(os.path.expanduser(pattern)))):
-            if (folder / "config.json").is_file() and (folder / "metrics.jsonl").is_file():
-                found.setdefault(folder.name, load_run(folder))
-    return found
-
-
-def compare_runs(runs: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]], *, baseline: str = "grpo",
-                 target: float = 0.0) -> tuple[pd.DataFrame, float]:
-    """One row per run: final pass rate, cost, and time-to-target against the ``baseline`` method.
-
-    ``target`` <= 0 means the paper's choice (Table 1): the baseline runs' mean final eval pass rate.
-    Ratios divide a run's seconds / generations to target by the baseline runs' mean; < 1 is faster.
-    Returns (table, target used).
-    """
-    base = [records for cfg, records in runs.values() if cfg.get("method") == baseline]
-    if target <= 0:
-        finals = [final_pass_rate(r) for r in base]
-        target = float(np.nanmean(finals)) if base and not np.all(np.isnan(finals)) else float("nan")
-    base_hits = [time_to_target(r, target) for r in base] if np.isfinite(target) else []
-    base_s = float(np.nanmean([h["seconds"] for h in base_hits])) if base_hits else np.nan
-    base_g = float(np.nanmean([h["generations"] for h in base_hits])) if base_hits else np.nan
-    rows = []
-    for name, (cfg, records) in runs.items():
-        steps = [r for r in records if r.get("time/step") is not None]
-        hit = time_to_target(records, target) if np.isfinite(target) else time_to_target([], 0)
-        rows.append({
-            "run": name, "method": cfg.get("method"), "seed": cfg.get("seed"), "steps": len(steps),
-            "final eval pass rate": final_pass_rate(records),
-            "generations": steps[-1]["rollout/total_generations"] if steps else 0,
-            "training seconds": round(steps[-1]["time/elapsed"], 1) if steps else 0.0,
-            "seconds / step": float(np.mean([r["time/step"] for r in steps])) if steps else np.nan,
-            "step to target": hit["step"], "seconds to target": hit["seconds"],
-            "generations to target": hit["generations"],
-            "time ratio vs " + baseline: hit["seconds"] / base_s if base_s else np.nan,
-            "generation ratio vs " + baseline: hit["generations"] / base_g if base_g else np.nan,
-        })
-    table = pd.DataFrame(rows).set_index("run").round(3) if rows else pd.DataFrame()
-    return table, target
 
 
 # ---- replay buffer and attention tables (notebooks 02, 03) --------------------------------------

@@ -2,12 +2,17 @@
 
 Run:  cd /work/main && .venv/bin/python -m pytest tests/test_notebooks.py -q     (about 2-3 min on 2 cores)
 
+The ``.ipynb`` files are the source (edit them in JupyterLab; no generator rebuilds them).
+
 What is checked, and how:
-  1. The committed notebooks carry no outputs, and their first code cell is tagged ``parameters`` and
-     holds only ``name: type = literal  # help`` lines (STYLE §3).
+  1. The committed notebooks are valid nbformat 4 JSON whose every cell carries its own id (so a
+     read does not invent fresh ones and a save does not churn the diff), they carry no outputs and
+     no saved widget state, and their first code cell is tagged ``parameters`` and holds only
+     ``name: type = literal  # help`` lines (STYLE §3).
   2. papermill executes each notebook with tiny parameters (random-init ``tiny`` policy, ``hash``
-     embedder, a few questions and tokens); the executed copy must hold no error and at least one
-     plotly figure (mime ``application/vnd.plotly.v1+json``). The tiny policy scores 0 everywhere,
+     embedder, a few questions and tokens; 00 with its live curves on); the executed copy must hold no
+     error, at least one plotly figure (mime ``application/vnd.plotly.v1+json``) and no widget output
+     but the explorers' (progress lines are text, live curves end as a static figure). The tiny policy scores 0 everywhere,
      so these runs check that every cell runs and draws, not that anything learns.
   3. nbval cannot pass parameters, so it runs on *prepared* copies: the same notebooks with the tiny
      parameters injected by ``papermill --prepare-only`` (an ``injected-parameters`` cell after the
@@ -38,7 +43,7 @@ PARAMETER_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>str|int|floa
 TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
 PARAMETERS = {
     "00_quickstart.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
-                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "live_plots": False},
+                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "live_plots": True},
     "01_reference_set.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
                                "sweep_sizes": "2,4"},
     "02_attention.ipynb": {**TINY, "train_size": 24, "eval_size": 4, "reference_set_size": 6},
@@ -49,10 +54,29 @@ PARAMETERS = {
     "20_compare.ipynb": {},
 }
 TRAINS = ("00_quickstart.ipynb", "03_selection_and_replay.ipynb", "10_train.ipynb")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+INTERACTIVE = {"01_reference_set.ipynb": 1, "02_attention.ipynb": 1, "03_selection_and_replay.ipynb": 1}
+"""Widgets an executed notebook may keep (the explorers); any other widget output, such as a progress bar
+or live curves not replaced by their static figure, reads "Error displaying widget: model not found"
+when the saved notebook is reopened."""
 
 
 def test_every_notebook_has_tiny_parameters():
     assert set(NOTEBOOKS) == set(PARAMETERS), "add the new notebook's tiny parameters to PARAMETERS"
+
+
+CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # nbformat 4.5's id schema
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_nbformat4_json_with_stable_cell_ids(name):
+    raw = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))  # raw: nbformat.read fills ids in
+    assert raw["nbformat"] == 4 and raw["nbformat_minor"] >= 5, f"{name}: save it as nbformat 4.5+ (cell ids)"
+    ids = [cell.get("id") for cell in raw["cells"]]
+    missing = [i for i, cell_id in enumerate(ids) if not cell_id or not CELL_ID.match(cell_id)]
+    assert not missing, f"{name}: cells {missing} have no valid id"
+    assert len(set(ids)) == len(ids), f"{name}: duplicate cell ids {sorted({i for i in ids if ids.count(i) > 1})}"
+    nbformat.validate(nbformat.from_dict(raw))
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -61,6 +85,7 @@ def test_committed_notebook_is_clean_and_parameterised(name):
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), f"{name}: strip outputs"
+    assert "widgets" not in nb.metadata, f"{name}: saved widget state (clear it: Edit > Clear Outputs, save)"
     first = code[0]
     assert "parameters" in first.metadata.get("tags", []), f"{name}: first code cell must be tagged parameters"
     names = []
@@ -159,6 +184,8 @@ def test_papermill_runs_and_draws(executed, name):
     for fig in figures:
         assert fig.data[PLOTLY_MIME]["data"], f"{name}: a figure without traces"
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), f"{name}: not parameterised"
+    widgets = [o for o in outputs if WIDGET_MIME in o.get("data", {})]
+    assert len(widgets) <= INTERACTIVE.get(name, 0), f"{name}: {len(widgets)} widget outputs left in the saved notebook"
 
 
 def test_nbval_lax_on_prepared_copies(workdir, compare_runs_root):

@@ -1,0 +1,145 @@
+"""The notebooks' workbench: a policy, a question pool, held-out probes and their embeddings, and a
+labeler that rolls questions out on demand to measure their difficulty (notebooks 00-03).
+
+Not from the paper; it measures §3.1's adaptive difficulty d = 1 - pass rate of G completions and
+predicts it from a reference set with the trainer's own :class:`dotslab.predictor.OnlinePredictor`.
+
+Decisions:
+  1. Measured difficulties are cached per question id: re-drawing a reference set only rolls out
+     questions never seen before (the policy does not change inside these notebooks). The labeler
+     also times its rollouts, so later cells can say how long a rollout of n questions takes.
+  2. Rollouts show progress as text (:class:`dotslab.live.Progress`): in a cell as a line updated in
+     place, or through ``on_progress(text)`` on a widget's status line (a line drawn from a widget
+     callback would land in the log console).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data import QuestionSet, load_task
+from .embed import make_embedder
+from .live import Progress
+from .models import cache_root, load_policy
+from .predictor import OnlinePredictor, choose_reference_set
+from .rewards import SafeReward, get_reward_fn
+from .rollout import HFGenerateEngine, rollout_groups
+
+ProgressFn = Callable[[str], None]
+
+
+class RolloutLabeler:
+    """Measured difficulty d = 1 - pass rate of G completions per question, cached by question id."""
+
+    def __init__(self, model: Any, tokenizer: Any, cfg: Config, *, chunk: int = 16, progress: bool = True):
+        g = cfg.grpo
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.engine = HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens,
+                                       temperature=g.temperature, top_p=g.top_p)
+        self.reward = SafeReward(get_reward_fn(cfg.reward, cfg.task))
+        self.chunk, self.progress = chunk, progress
+        self.cache: dict[str, float] = {}
+        self.generations = 0
+        self.seconds = 0.0
+
+    def __call__(self, questions: Sequence[Any], *, progress: bool | None = None,
+                 on_progress: ProgressFn | None = None, chunk: int | None = None) -> np.ndarray:
+        """Difficulties (len(questions),); rolls out only questions not measured before.
+
+        Progress shows as a line below the cell, or goes to ``on_progress(text)`` (a widget's status
+        line: a line drawn from a widget callback would land in the log console); ``progress=False``
+        shows none. ``chunk`` questions are rolled out per call of the engine.
+        """
+        todo = list({q.id: q for q in questions if q.id not in self.cache}.values())
+        g, chunk = self.cfg.grpo, chunk or self.chunk
+        if todo:
+            show = (self.progress if progress is None else progress) and on_progress is None
+            bar = Progress(len(todo), f"rolling out {len(todo)} questions × {g.group_size}", unit=" questions",
+                           on_update=on_progress, show=None if show else False)
+            for part in (todo[i:i + chunk] for i in range(0, len(todo), chunk)):
+                started = time.perf_counter()
+                groups = rollout_groups(self.engine, self.model, self.tokenizer, part, g.group_size, self.reward,
+                                        step=0, temperature=g.temperature, micro_batch_size=g.micro_batch_size)
+                self.seconds += time.perf_counter() - started
+                self.cache.update((gr.question.id, gr.difficulty) for gr in groups)
+                self.generations += len(part) * g.group_size
+                bar.update(len(part))
+        return np.array([self.cache[q.id] for q in questions], dtype=float)
+
+    @property
+    def seconds_per_generation(self) -> float:
+        """Measured so far (NaN before any rollout)."""
+        return self.seconds / self.generations if self.generations else float("nan")
+
+    def estimate(self, questions: Sequence[Any]) -> tuple[int, float]:
+        """(questions not measured yet, estimated seconds to roll them out at the pace measured so far)."""
+        todo = {q.id for q in questions if q.id not in self.cache}
+        return len(todo), len(todo) * self.cfg.grpo.group_size * self.seconds_per_generation
+
+
+@dataclass
+class ReferenceRound:
+    """One reference set, its measured difficulties and what the predictor makes of them."""
+    indices: np.ndarray            # (K,) pool indices
+    difficulty: np.ndarray         # (K,) measured d of the references
+    pool_prediction: np.ndarray    # (N,) d̂ of every pool question (references leave-one-out)
+    probe_prediction: np.ndarray   # (P,) d̂ of the held-out probes
+    probe_attention: np.ndarray    # (P, K) attention of each probe over the references
+    used_adapter: bool
+
+
+@dataclass
+class Workbench:
+    """A policy, a question pool, a held-out probe set (never references), embeddings and a labeler."""
+    cfg: Config
+    pool: QuestionSet
+    probe: QuestionSet
+    pool_emb: torch.Tensor         # (N, D)
+    probe_emb: torch.Tensor        # (P, D)
+    labeler: RolloutLabeler
+    predictor: OnlinePredictor
+
+    def label_pool(self, indices: Sequence[int], **progress: Any) -> np.ndarray:
+        """Measured d of pool questions; ``progress``, ``on_progress``, ``chunk`` as for the labeler."""
+        return self.labeler(self.pool.subset([int(i) for i in indices]), **progress)
+
+    @property
+    def strata(self) -> np.ndarray:
+        """Question levels, as the trainer passes them to the 'stratified' strategy."""
+        return np.array([q.metadata.get("level", 0) for q in self.pool])
+
+    def reference_set(self, k: int | None = None, strategy: str | None = None, seed: int | None = None) -> np.ndarray:
+        p = self.cfg.predictor
+        strategy = strategy or p.reference_strategy
+        return choose_reference_set(strategy, self.pool_emb.numpy(), k or p.reference_set_size,
+                                    np.random.default_rng(self.cfg.seed if seed is None else seed),
+                                    strata=self.strata if strategy == "stratified" else None)
+
+    def predict(self, ref_idx: Sequence[int]) -> ReferenceRound:
+        """Roll out the references (cached), then predict the pool and the probes from them."""
+        ref_idx = np.asarray(ref_idx, dtype=np.int64)
+        d = self.label_pool(ref_idx)
+        labels = torch.tensor(d, dtype=torch.float32)
+        pool = self.predictor.predict(self.pool_emb, self.pool_emb[ref_idx], labels,
+                                      ref_index_in_pool=torch.as_tensor(ref_idx))
+        probe = self.predictor.predict(self.probe_emb, self.pool_emb[ref_idx], labels)
+        return ReferenceRound(ref_idx, d, pool.difficulty.numpy(), probe.difficulty.numpy(),
+                              probe.attention.numpy(), probe.used_adapter)
+
+
+def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:
+    """Load ``cfg``'s task (pool = train split, probes = held-out eval split), policy and embedder."""
+    torch.manual_seed(cfg.seed)
+    pool, probe = load_task(cfg)
+    model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
+    embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tokenizer,
+                             cache_dir=cache_root() / "embeddings")
+    pool_emb, probe_emb = embedder.embed(pool.prompts), embedder.embed(probe.prompts)
+    predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
+    return Workbench(cfg, pool, probe, pool_emb, probe_emb, RolloutLabeler(model, tokenizer, cfg, progress=progress),
+                     predictor)
