@@ -50,7 +50,7 @@ class HFGenerateEngine:
     (:func:`dotslab.prefix.sample_completions`), chat template via ``render_prompt``."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float, top_p: float = 1.0,
-                 batch_size: int = 64, autocast: bool = False):
+                 batch_size: int = 256, autocast: bool = False):
         self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size = batch_size
