@@ -99,7 +99,7 @@ class ReferenceSetPicker:
         p = wb.cfg.predictor
         kwargs = {"k": p.reference_set_size, "strategy": p.reference_strategy, "seed": wb.cfg.seed, **kwargs}
         return cls(wb.pool.prompts, wb.pool_emb, wb.probe.prompts, probe_difficulty, label, predict,
-                   strata=wb.strata, estimate_fn=lambda idx: wb.labeler.estimate(wb.pool.subset([int(i) for i in idx])),
+                   strata=wb.pool.strata, estimate_fn=lambda idx: wb.labeler.estimate(wb.pool.subset([int(i) for i in idx])),
                    **kwargs)
 
     def _shown(self, action: Callable[..., None], *args: Any) -> None:

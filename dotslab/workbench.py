@@ -23,12 +23,13 @@ import torch
 
 from .config import Config
 from .data import QuestionSet, load_task
-from .embed import make_embedder
+from .embed import pool_embeddings
 from .live import Progress
-from .models import cache_root, load_policy
+from .models import load_policy
 from .predictor import OnlinePredictor, choose_reference_set
 from .rewards import SafeReward, get_reward_fn
-from .rollout import HFGenerateEngine, rollout_groups
+from .rollout import HFGenerateEngine, measure_correct
+from .trainer import choose_threads
 
 ProgressFn = Callable[[str], None]
 
@@ -40,7 +41,7 @@ class RolloutLabeler:
         g = cfg.grpo
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.engine = HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens,
-                                       temperature=g.temperature, top_p=g.top_p)
+                                       temperature=g.temperature, top_p=g.top_p, autocast=g.bf16_autocast)
         self.reward = SafeReward(get_reward_fn(cfg.reward, cfg.task))
         self.chunk, self.progress = chunk, progress
         self.cache: dict[str, float] = {}
@@ -63,10 +64,9 @@ class RolloutLabeler:
                            on_update=on_progress, show=None if show else False)
             for part in (todo[i:i + chunk] for i in range(0, len(todo), chunk)):
                 started = time.perf_counter()
-                groups = rollout_groups(self.engine, self.model, self.tokenizer, part, g.group_size, self.reward,
-                                        step=0, temperature=g.temperature, micro_batch_size=g.micro_batch_size)
+                correct = measure_correct(self.engine, self.tokenizer, part, g.group_size, self.reward)  # (n, G)
                 self.seconds += time.perf_counter() - started
-                self.cache.update((gr.question.id, gr.difficulty) for gr in groups)
+                self.cache.update((q.id, float(1 - row.mean())) for q, row in zip(part, correct))
                 self.generations += len(part) * g.group_size
                 bar.update(len(part))
         return np.array([self.cache[q.id] for q in questions], dtype=float)
@@ -108,17 +108,12 @@ class Workbench:
         """Measured d of pool questions; ``progress``, ``on_progress``, ``chunk`` as for the labeler."""
         return self.labeler(self.pool.subset([int(i) for i in indices]), **progress)
 
-    @property
-    def strata(self) -> np.ndarray:
-        """Question levels, as the trainer passes them to the 'stratified' strategy."""
-        return np.array([q.metadata.get("level", 0) for q in self.pool])
-
     def reference_set(self, k: int | None = None, strategy: str | None = None, seed: int | None = None) -> np.ndarray:
         p = self.cfg.predictor
         strategy = strategy or p.reference_strategy
         return choose_reference_set(strategy, self.pool_emb.numpy(), k or p.reference_set_size,
                                     np.random.default_rng(self.cfg.seed if seed is None else seed),
-                                    strata=self.strata if strategy == "stratified" else None)
+                                    strata=self.pool.strata if strategy == "stratified" else None)
 
     def predict(self, ref_idx: Sequence[int]) -> ReferenceRound:
         """Roll out the references (cached), then predict the pool and the probes from them."""
@@ -134,12 +129,12 @@ class Workbench:
 
 def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:
     """Load ``cfg``'s task (pool = train split, probes = held-out eval split), policy and embedder."""
+    choose_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     pool, probe = load_task(cfg)
     model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    embedder = make_embedder(cfg.predictor.embedder, policy=model, tokenizer=tokenizer,
-                             cache_dir=cache_root() / "embeddings")
-    pool_emb, probe_emb = embedder.embed(pool.prompts), embedder.embed(probe.prompts)
+    pool_emb = pool_embeddings(cfg.predictor.embedder, pool.prompts, policy=model, tokenizer=tokenizer)
+    probe_emb = pool_embeddings(cfg.predictor.embedder, probe.prompts, policy=model, tokenizer=tokenizer)
     predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
     return Workbench(cfg, pool, probe, pool_emb, probe_emb, RolloutLabeler(model, tokenizer, cfg, progress=progress),
                      predictor)
