@@ -47,8 +47,9 @@ NOTEBOOKS = {
     "10_train.ipynb": {"preset": "tiny", "policy": "tiny", "train_size": 24, "eval_size": 4, "total_steps": 3,
                        "eval_every": 1},
     "20_compare.ipynb": {},
+    # long enough (tiny steps take a few hundredths of a second) that the page is reloaded mid-run
     "10_train-reload.ipynb": {"preset": "tiny", "policy": "tiny", "train_size": 24, "eval_size": 4,
-                              "total_steps": 40, "eval_every": 0, "checkpoint_every": 0},
+                              "total_steps": 400, "eval_every": 0, "checkpoint_every": 0},
 }
 COPIES = {"10_train-reload.ipynb": "10_train.ipynb"}  # a second copy of a notebook, with other parameters
 COMPARE_STEPS = {"grpo": 2, "dots_rr": 3}  # two runs whose step budgets differ: 20_compare must not compare them
@@ -392,15 +393,15 @@ def test_live_curves_come_back_after_a_reload(browser, lab):
         page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).first.click()
         live = page.locator(".jp-OutputArea-output .js-plotly-plot").filter(has_text="step time split").first
         live.wait_for(timeout=120_000)
-        page.wait_for_function("el => (el.data[0].x || []).length >= 2", arg=live.element_handle(), timeout=120_000)
+        page.wait_for_function("el => ((el.data || [])[0]?.x || []).length >= 2", arg=live.element_handle(), timeout=120_000)
         page.keyboard.press("Control+s")  # JupyterLab also autosaves every 2 minutes
         page.wait_for_timeout(2000)
         page.reload(wait_until="domcontentloaded")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
         restored = page.locator(".jp-OutputArea-output .js-plotly-plot").filter(has_text="step time split").first
         restored.wait_for(timeout=300_000)  # the page gets the widget's state when the training cell ends
-        page.wait_for_function("el => (el.data[0].x || []).length === 40", arg=restored.element_handle(),
+        page.wait_for_function("el => ((el.data || [])[0]?.x || []).length === 400", arg=restored.element_handle(),
                                timeout=60_000)
-        assert "step 40 of 40" in restored.locator(".gtitle").first.text_content()
+        assert "step 400 of 400" in restored.locator(".gtitle").first.text_content()
         shoot(restored, "10_train-after-reload.png")
     page.close()
