@@ -122,6 +122,7 @@ class RoundPlanner:
         self.metrics: dict[str, Any] = {}
         self._rng = np.random.default_rng([cfg.seed, 0])
         self._pending_refs: list[int] = []
+        self._reused_now: set[str] = set()   # question ids of this step's reused reference groups
 
     # ---- per-step verbs -------------------------------------------------------------------
     def begin_step(self) -> list[int]:
@@ -168,6 +169,7 @@ class RoundPlanner:
                 self.metrics["replay/fallback_fresh"] = float(0 if replay else len(batch.fallback))
         self.metrics["select/round"] = float(self.round - 1)
         self.metrics["time/replay"] = self.metrics.get("time/replay", 0.0) + time.perf_counter() - t0
+        self._reused_now = {self.pool[i].id for i in batch.reused}
         return StepPlan(self.step, self.round - 1, tuple(fresh), tuple((g.question.id, g.step) for g in replay),
                         refs, tuple(batch.reused))
 
@@ -187,8 +189,7 @@ class RoundPlanner:
         METHOD §2 "Quality metric"), then feeds them to the predictor and the replay buffer.
         """
         G, m = self.cfg.grpo.group_size, self.metrics
-        reused = {id(g) for g in self.state.reference_groups.values()}
-        rolled = [g for g in groups if id(g) not in reused]  # reference rollouts were counted at the round start
+        rolled = [g for g in groups if g.question.id not in self._reused_now]  # counted at the round start
         actual = np.array([g.difficulty for g in groups])
         zero_var = float(np.mean([not g.has_variance for g in groups])) if groups else 0.0
         self.total_generations += len(rolled) * G

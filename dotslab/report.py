@@ -189,3 +189,40 @@ def top_references(weights: Sequence[float], ref_texts: Sequence[str], ref_diffi
     return pd.DataFrame({"reference": [ref_texts[i] for i in order], "weight a_i": w[order].round(3),
                          "difficulty y_i": d[order].round(3), "a_i·y_i": (w[order] * d[order]).round(3)},
                         index=pd.Index(order, name="ref"))
+
+
+def history_keys(prediction: Any, row: int, pool_texts: Sequence[str], top: int = 8) -> pd.DataFrame:
+    """Pool question ``row``'s ``top`` keys in a history-mode prediction (``dotslab.history``): each key's
+    question, measured difficulty, age in steps and attention weight, plus the prior pseudo-key's weight."""
+    weights = np.asarray(prediction.attention[row], float)                   # (M + 1,)
+    keys = np.asarray(prediction.key_index, int)
+    order = [i for i in np.argsort(-weights[:-1], kind="stable") if keys[i] != row][:top]
+    table = pd.DataFrame({"key": [pool_texts[keys[i]] for i in order],
+                          "difficulty y_i": np.asarray(prediction.key_label, float)[order].round(3),
+                          "age (steps)": np.asarray(prediction.key_age, float)[order].astype(int),
+                          "weight a_i": weights[order].round(3)})
+    prior = pd.DataFrame({"key": ["prior pseudo-key (an unrelated question)"], "difficulty y_i": [0.5],
+                          "age (steps)": [pd.NA], "weight a_i": [round(float(weights[-1]), 3)]})
+    return pd.concat([table, prior], ignore_index=True)
+
+
+def history_contents(run_dir: str | Path) -> dict[str, Any] | None:
+    """History mode's label store in a run's latest checkpoint, as :func:`dotslab.viz.history_figure` takes it
+    (``label``, ``measured_at``, ``step``, ``window``, ``predicted``: the last round's d̂ of the pool, and
+    ``texts``); None when the run has no checkpoint or predicts in the paper's mode."""
+    from .checkpoint import latest_checkpoint
+    from .config import Config
+
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        return None
+    saved = found[1]
+    predictor = (saved.get("planner") or {}).get("predictor") or {}
+    if "history" not in predictor:
+        return None
+    cfg = Config.from_dict(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
+    from .data import load_task
+    pool, _ = load_task(cfg)
+    history, state = predictor["history"], saved["planner"]["round_state"]
+    return {"label": history["label"], "measured_at": history["step"], "step": int(saved["state"]["step"]),
+            "window": cfg.predictor.history_window, "predicted": state.prediction, "texts": pool.prompts}

@@ -344,3 +344,38 @@ def replay_share_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
     fig.update_layout(barmode="stack", height=400, margin={"t": 110}, title="fresh vs replayed share per step")
     panel_legends(fig, {0: "legend", 1: "legend2"}, below_titles=True)
     return fig
+
+
+def history_figure(label: Sequence[float], measured_at: Sequence[int], step: int, window: int,
+                   predicted: Sequence[float] | None = None, texts: Sequence[str] = (), title: str = "") -> go.Figure:
+    """History mode's labels (``dotslab.history.LabelHistory``): each measured question by age and
+    difficulty, hollow once outside the window; with ``predicted`` (the pool's d̂), a second panel splits
+    the pool into questions that start from their own recent label and those predicted from keys alone."""
+    label, at = np.asarray(label, float), np.asarray(measured_at, int)
+    seen = at >= 0
+    age = step - at
+    recent = seen & (age < window)
+    texts = list(texts) or [""] * len(label)
+    fig = make_subplots(rows=1, cols=2 if predicted is not None else 1, horizontal_spacing=0.12,
+                        subplot_titles=("measured labels by age", "predicted difficulty of the pool")
+                        if predicted is not None else ("measured labels by age",))
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, size=len(label))
+    for mask, name, symbol in ((recent, f"a key (age < W = {window})", "circle"),
+                               (seen & ~recent, "outside the window (forgotten)", "circle-open")):
+        fig.add_trace(go.Scatter(x=age[mask] + jitter[mask], y=label[mask], mode="markers", name=name,
+                                 text=[t for t, k in zip(texts, mask) if k], marker={"symbol": symbol, "size": 9}),
+                      row=1, col=1)
+    fig.update_xaxes(title_text="age (steps since measured)", row=1, col=1)
+    fig.update_yaxes(title_text="measured difficulty", range=[-0.05, 1.05], row=1, col=1)
+    if predicted is not None:
+        d = np.asarray(predicted, float)
+        for mask, name in ((recent, "own recent label, shrunk toward the keys"), (~recent, "keys only")):
+            fig.add_trace(go.Histogram(x=d[mask], xbins={"start": 0, "end": 1.0001, "size": 0.05}, name=name,
+                                       legend="legend2"), row=1, col=2)
+        fig.update_xaxes(title_text="predicted difficulty d̂", range=[0, 1], row=1, col=2)
+        fig.update_yaxes(title_text="questions", row=1, col=2)
+        fig.update_layout(barmode="stack")
+    fig.update_layout(height=420, margin={"t": 110}, title=title or f"history mode at step {step}: "
+                      f"{int(recent.sum())} keys in the last {window} steps, {int(seen.sum())} questions measured")
+    panel_legends(fig, {0: "legend", 1: "legend2"} if predicted is not None else {0: "legend"}, below_titles=True)
+    return fig

@@ -14,6 +14,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -24,6 +25,7 @@ import torch
 from .config import Config
 from .data import QuestionSet, load_task
 from .embed import pool_embeddings
+from .history import HistoryPrediction, HistoryPredictor
 from .live import Progress
 from .models import load_policy
 from .predictor import OnlinePredictor, choose_reference_set
@@ -125,6 +127,19 @@ class Workbench:
         probe = self.predictor.predict(self.probe_emb, self.pool_emb[ref_idx], labels)
         return ReferenceRound(ref_idx, d, pool.difficulty.numpy(), probe.difficulty.numpy(),
                               probe.attention.numpy(), probe.used_adapter)
+
+    def history_predict(self, rounds: Sequence[tuple[Sequence[int], int]]) -> HistoryPrediction:
+        """History mode (``dotslab.history``) over labels measured at different times.
+
+        ``rounds``: (pool indices, age in steps) pairs, e.g. this round's references at age 0 and an
+        earlier round's at age 2; each is rolled out (cached) and observed at ``now - age``.
+        """
+        hist = HistoryPredictor(dataclasses.replace(self.cfg.predictor, predictor_mode="history"), self.pool_emb)
+        now = max(age for _, age in rounds)
+        for indices, age in rounds:
+            indices = [int(i) for i in indices]
+            hist.observe(indices, self.label_pool(indices), self.cfg.grpo.group_size, now - age)
+        return hist.predict(now)
 
 
 def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:

@@ -510,3 +510,45 @@ def test_policy_load_prints_no_loading_bar_and_restores_the_setting(tmp_path, ca
     HFEncoder(tmp_path)  # the embedder loads in every notebook cell that trains with DOTS
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()  # other bars (hub downloads) still show
+
+
+# ---- history mode in the workbench ----------------------------------------------------------------
+def test_history_keys_table_lists_keys_by_weight_with_their_age_and_the_pseudo_key(tmp_cache):
+    from dotslab.history import HistoryPredictor
+    from dotslab.report import history_keys
+    emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7]])
+    hist = HistoryPredictor(PredictorConfig(predictor_mode="history"), emb)
+    hist.observe([0], [0.25], 4, step=3)          # age 0 at step 3
+    hist.observe([2], [1.0], 4, step=1)           # age 2
+    pred = hist.predict(3)
+    table = history_keys(pred, 1, ["a", "b", "c", "d"])
+    assert list(table["key"]) == ["a", "c", "prior pseudo-key (an unrelated question)"]
+    assert list(table["age (steps)"][:2]) == [0, 2] and list(table["difficulty y_i"][:2]) == [0.25, 1.0]
+    assert table["weight a_i"].sum() == pytest.approx(1.0, abs=2e-3)     # question 1's weights (rounded)
+    assert table["weight a_i"][0] > table["weight a_i"][1]                 # the nearer, younger key wins
+
+
+def test_history_figure_separates_keys_from_forgotten_labels_and_splits_the_pool():
+    label = np.array([0.5, np.nan, 1.0, 0.25])
+    measured_at = np.array([9, -1, 1, 8])        # question 1 never measured; question 2 outside W = 4 at step 9
+    fig = viz.history_figure(label, measured_at, step=9, window=4, predicted=[0.4, 0.5, 0.9, 0.3])
+    keys, forgotten = fig.data[0], fig.data[1]
+    assert len(keys.x) == 2 and len(forgotten.x) == 1 and forgotten.marker.symbol == "circle-open"
+    own, keys_only = fig.data[2], fig.data[3]
+    assert list(own.x) == [0.4, 0.3] and list(keys_only.x) == [0.5, 0.9]
+    assert "2 keys in the last 4 steps, 3 questions measured" in fig.layout.title.text
+
+
+def test_history_contents_of_a_history_mode_run(tmp_path, tmp_cache):
+    from dotslab.config import tiny
+    from dotslab.report import history_contents
+    from dotslab.trainer import train
+    run = train(Config.from_flat({"run_root": str(tmp_path), "method": "dots_rr", "predictor_mode": "history",
+                                  "total_steps": 4}, base=tiny()), progress=False)
+    contents = history_contents(run.run_dir)
+    assert contents["step"] == 4 and contents["window"] == 8 and len(contents["texts"]) == len(contents["label"])
+    measured = np.asarray(contents["measured_at"]) >= 0
+    assert measured.sum() >= 8 and len(contents["predicted"]) == len(contents["label"])
+    paper = train(Config.from_flat({"run_root": str(tmp_path), "method": "dots_rr", "total_steps": 2,
+                                    "predictor_mode": "paper"}, base=tiny()), progress=False)
+    assert history_contents(paper.run_dir) is None
