@@ -118,6 +118,10 @@ def markdown(result: Mapping[str, Any]) -> str:
              f"{m.get('loadavg_end', [math.nan])[0]:.1f}, commit {m.get('git_commit')}"
              + (" (dirty)" if m.get("git_dirty") else "") + f", wall {result['wall_seconds'] / 60:.1f} min.",
              "", f"`{result['command']}`", "", result["settings_line"], ""]
+    if result.get("resumed_from"):
+        lines[-1:-1] = ["", f"Resumed with `--resume`: every training run that had finished in "
+                        f"`{Path(result['resumed_from']).name}` was read back with the timings recorded while it "
+                        "trained; the wall time above is this invocation's."]
     t = parts.get("timetotarget")
     if t:
         seeds = t["seeds"]

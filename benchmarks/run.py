@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.run --config cpu [--seeds 0 1 2] [--out benchmarks/results]
                                        [--only timetotarget,predictor,overhead,peer] [--readme]
+                                       [--resume benchmarks/results/runs/<config>-<timestamp>]
 
 Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; METHOD §7):
   1. timetotarget: every arm x seed trains the same steps; seconds, generations and steps to reach
@@ -65,7 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--readme", nargs="?", const=str(REPO / "README.md"), default=None, metavar="PATH",
                     help="also write the tables and figure into PATH's block for this config "
                          "(default PATH: the repository's README.md)")
+    ap.add_argument("--resume", default=None, metavar="RUNS_FOLDER",
+                    help="finish an interrupted benchmark: train into this runs folder and read back every run "
+                         "that already finished there with the same config (benchmarks/timetotarget.py, decision 5)")
     args = ap.parse_args(argv)
+    if args.resume and not Path(args.resume).is_dir():
+        ap.error(f"--resume: {args.resume} is not a folder (expected benchmarks/results/runs/<config>-<timestamp>)")
     if args.readme:
         from .report import readme_block
         readme = Path(args.readme)
@@ -127,7 +133,7 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     now = datetime.now(timezone.utc)
     stamp = now.strftime("%Y%m%d-%H%M%S")
-    run_root = out / "runs" / f"{bench.name}-{stamp}"
+    run_root = Path(args.resume).resolve() if args.resume else out / "runs" / f"{bench.name}-{stamp}"
     t_start = time.perf_counter()
     machine = report.machine_info()
     est = estimate_seconds(bench, parts)
@@ -149,7 +155,7 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
                      "predictor": dataclasses.asdict(bench.predictor), "peer": dataclasses.asdict(bench.peer),
                      "task_mix_size": bench.task_mix_size,
                      "reward": getattr(bench.reward_fn, "__name__", None) or bench.train.reward},
-        "parts": {}, "part_seconds": {}}
+        "parts": {}, "part_seconds": {}, "resumed_from": str(run_root) if args.resume else None}
 
     records, run_dirs = {}, {}
     if "timetotarget" in parts or "overhead" in parts:
@@ -159,7 +165,8 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
             raise SystemExit("timetotarget needs the grpo baseline; add grpo to --arms")
         _log(f"[1/4] training {len(arms)} arm(s) x {len(bench.seeds)} seed(s)")
         keep = (lambda m, s: m == "grpo" and s == bench.seeds[0]) if "predictor" in parts else (lambda m, s: False)
-        records, run_dirs = timetotarget.run_methods(bench, arms, bench.seeds, run_root, task, keep, _log)
+        records, run_dirs = timetotarget.run_methods(bench, arms, bench.seeds, run_root, task, keep, _log,
+                                                      reuse=bool(args.resume))
         if "timetotarget" in parts:
             summary = timetotarget.summarise(records)
             summary["curves"] = timetotarget.eval_curves(records)
@@ -173,6 +180,13 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
         _log("[2/4] predictor quality")
         phases: dict[str, str | None] = {"init": None}
         grpo_dir = run_dirs.get("grpo", {}).get(bench.seeds[0])
+        if grpo_dir and not list((Path(grpo_dir) / "checkpoints").glob("step-*.pt")) and args.resume:
+            # the run was read back (--resume) and its checkpoint deleted: train the same run again,
+            # into its own folder, only for the policy it ends with
+            _log("  training grpo seed 0 again for its final policy (the read-back run kept no checkpoint)")
+            _, dirs = timetotarget.run_methods(bench, [bench.arm("grpo")], [bench.seeds[0]],
+                                               run_root / "predictor-after-grpo", task, lambda m, s: True, _log)
+            grpo_dir = dirs["grpo"][bench.seeds[0]]
         if grpo_dir:
             ckpts = sorted((Path(grpo_dir) / "checkpoints").glob("step-*.pt"))
             if ckpts:

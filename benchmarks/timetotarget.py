@@ -17,10 +17,15 @@ Decisions:
   4. Ratios (time, generations, steps to target, arm / GRPO, per seed) are summarised by their
      median over the usable seeds and a percentile bootstrap 95% CI of that median (seeds resampled
      with replacement, 10,000 times), as benchmarks/README.md's protocol fixes in advance.
+  5. An interrupted benchmark can be finished with ``--resume <runs folder>``: a run whose folder
+     holds the same config and a record of its last step is read back instead of trained again
+     (:func:`finished_records`); anything else is trained from scratch. Timings are the ones
+     recorded while that run trained. (Its checkpoint is gone; the predictor part trains its own.)
 """
 from __future__ import annotations
 
 import gc
+import json
 import math
 import shutil
 import time
@@ -29,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from dotslab.metrics import read_jsonl
 from dotslab.report import final_pass_rate, time_to_target
 from dotslab.trainer import train
 
@@ -163,13 +169,35 @@ def eval_curves(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> 
 
 
 # ---- running ----------------------------------------------------------------------------------
+def finished_records(run_dir: Path, cfg: Any, need_checkpoint: bool = False) -> list[dict[str, Any]] | None:
+    """The records of a run that finished in ``run_dir`` with exactly ``cfg``; None if there is none.
+
+    Finished means: config.json equals ``cfg`` (as JSON), metrics.jsonl has a record for step
+    ``cfg.total_steps``, and, if ``need_checkpoint``, a checkpoint file is still there.
+    """
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved != json.loads(json.dumps(cfg.to_dict())):
+        return None
+    records = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    if not records or records[-1].get("step") != cfg.total_steps:
+        return None
+    if need_checkpoint and not list((run_dir / "checkpoints").glob("step-*.pt")):
+        return None
+    return records
+
+
 def run_methods(bench: Any, arms: Sequence[Any], seeds: Sequence[int], run_root: Path, task: str | None,
                 keep_checkpoint: Callable[[str, int], bool] = lambda m, s: False,
-                log: Callable[[str], None] = print) -> tuple[dict[str, dict[int, list]], dict[str, dict[int, str]]]:
+                log: Callable[[str], None] = print, reuse: bool = False,
+                ) -> tuple[dict[str, dict[int, list]], dict[str, dict[int, str]]]:
     """Train every (seed, arm), seed-major so machine-load drift hits all arms alike.
 
     Checkpoints are deleted after each run (they are GBs for SmolLM2) unless ``keep_checkpoint(arm, seed)``.
-    Returns records and run folders by arm name and seed.
+    With ``reuse``, a run already finished in ``run_root`` with the same config is read back, not
+    trained (decision 5). Returns records and run folders by arm name and seed.
     """
     records: dict[str, dict[int, list]] = {a.name: {} for a in arms}
     run_dirs: dict[str, dict[int, str]] = {a.name: {} for a in arms}
@@ -177,6 +205,14 @@ def run_methods(bench: Any, arms: Sequence[Any], seeds: Sequence[int], run_root:
         for arm in arms:
             cfg = bench.run_config(arm, seed, str(run_root), task)
             run_dir = Path(cfg.run_root) / cfg.resolved_run_name
+            done = finished_records(run_dir, cfg) if reuse else None
+            if done is not None:
+                records[arm.name][seed], run_dirs[arm.name][seed] = done, str(run_dir)
+                evals = [r["eval/pass_rate"] for r in done if r.get("eval/pass_rate") is not None]
+                log(f"  {arm.name:14s} seed {seed}: read back from {run_dir.name} (finished earlier), eval "
+                    f"pass rate {evals[0] if evals else float('nan'):.3f} -> {evals[-1] if evals else float('nan'):.3f}, "
+                    f"train {done[-1].get('time/elapsed', 0.0):.1f}s")
+                continue
             if run_dir.exists():  # a previous benchmark's folder with the same timestamp-free name
                 shutil.rmtree(run_dir)
             t0 = time.perf_counter()

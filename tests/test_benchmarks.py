@@ -195,6 +195,33 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
     assert not list((out / "runs").rglob("*.pt")), "checkpoints must be deleted after the run"
 
 
+def test_resume_reads_back_finished_runs_and_trains_the_rest(tmp_path, tmp_cache, capsys):
+    """An interrupted benchmark finished with --resume: a finished run is read back (not trained again), a
+    cut-short one is trained again, and the predictor part trains its own policy for the after-GRPO phase."""
+    from benchmarks.run import main
+
+    out = tmp_path / "results"
+    args = ["--config", "tiny", "--seeds", "0", "--arms", "grpo", "dots_rr", "--only", "timetotarget,predictor",
+            "--out", str(out)]
+    assert main(args) == 0
+    first = json.loads((out / "latest-tiny.json").read_text())
+    runs = next((out / "runs").iterdir())
+    cut = runs / "dots_rr-s0" / "metrics.jsonl"
+    cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:2]))   # interrupted after step 1
+    capsys.readouterr()
+
+    assert main(args + ["--resume", str(runs)]) == 0
+    log = capsys.readouterr().out
+    assert "grpo           seed 0: read back" in log and "dots_rr        seed 0: read back" not in log
+    again = json.loads((out / "latest-tiny.json").read_text())
+    assert again["resumed_from"] == str(runs.resolve()) and first["resumed_from"] is None
+    grpo_before, grpo_after = (r["parts"]["timetotarget"]["per_seed"]["grpo"]["0"] for r in (first, again))
+    assert grpo_after == grpo_before                     # the same records, timings included
+    steps = [json.loads(line)["step"] for line in cut.read_text().splitlines()]
+    assert steps == list(range(0, 5))                    # trained again from scratch, all 4 steps
+    assert "training grpo seed 0 again" in log and set(again["parts"]["predictor"]["phases"]) == {"init", "after_grpo"}
+
+
 def test_entry_point_rejects_unknown_parts_and_missing_baseline(tmp_path):
     from benchmarks.run import main
 
