@@ -95,7 +95,7 @@ def test_numbers_parse_as_written_and_the_config_is_printed(tmp_path):
                 "-p", "total_steps", "1", "--dry-run")
     assert p.returncode == 0, p.stderr
     assert "set explicitly: learning_rate=3e-05, weight_decay=0.001, total_steps=1" in p.stderr
-    assert "preset 'tiny' replaced these parameters-cell values: policy 'smollm2' -> 'tiny'" in p.stderr
+    assert "preset 'tiny' replaced these parameters-cell values: method 'grpo' -> 'dots_rr', policy 'smollm2' -> 'tiny'" in p.stderr
     assert not (tmp_path / "runs").exists()
 
 
