@@ -1,6 +1,6 @@
 """Part 3: where a training step's time goes, and what DOTS + replay bookkeeping costs.
 
-Paper §5 / §7 of METHOD: rollouts are 46-54% of a GRPO step; predicting 10K questions from cached
+Paper §5 / docs/method.md §7: rollouts are 46-54% of a GRPO step; predicting 10K questions from cached
 embeddings takes 1.71 s. Here the split comes from the ``time/*`` keys every step logs
 (:data:`dotslab.metrics.GLOSSARY`), and the claim checked is that prediction + selection + replay
 bookkeeping stays under 3% of a step.

@@ -3,7 +3,7 @@
 Sun et al., arXiv 2506.05316, §3.1 and Table 2 (Pearson r 0.70-0.78 with a trained adapter; 0.07-0.27
 without, Table 8). Here: measure the actual difficulty of every question with G rollouts of the
 policy, then predict a held-out probe set from K labelled references and score Pearson, Spearman
-and MAE against the measured difficulty (METHOD §2 "Quality metric": never on the references).
+and MAE against the measured difficulty (docs/method.md §2 "Quality metric": never on the references).
 
 Decisions:
   1. Two phases: the initial policy, and the policy after the GRPO run of part 1 (its final

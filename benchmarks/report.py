@@ -1,7 +1,7 @@
 """Benchmark output: the machine record, the JSON file, the markdown table and the plot.
 
 Not from the paper; the table mirrors its Table 1 (time to GRPO's final accuracy, ratio to GRPO)
-and §7 of METHOD (predictor r, step-time split).
+and docs/method.md §7 (predictor r, step-time split).
 
 Decisions:
   1. JSON has no NaN/inf: non-finite numbers are written as null (read: not reached / undefined).
@@ -281,7 +281,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax_ttt.set_xticks(range(len(names)), [_label(result, m) for m in names], fontsize=8)
         ax_ttt.set_title("to reach GRPO's final pass rate, / GRPO\n(median over seeds, bootstrap 95% CI; "
                          "dotted: 0.6)", fontsize=9)
-        ax_ttt.legend(fontsize=8)
+        if ax_ttt.get_legend_handles_labels()[0]:  # no bar has a label when no median was reached
+            ax_ttt.legend(fontsize=8)
     p = parts.get("predictor")
     if p:
         labels, vals = [], []

@@ -4,7 +4,7 @@
                                        [--only timetotarget,predictor,overhead,peer] [--readme]
                                        [--resume benchmarks/results/runs/<config>-<timestamp>]
 
-Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; METHOD §7):
+Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; docs/method.md §7):
   1. timetotarget: every arm x seed trains the same steps; seconds, generations and steps to reach
      GRPO's final held-out pass rate, ratio to GRPO per seed, median and bootstrap 95% CI over seeds.
   2. predictor: Pearson / Spearman / MAE of predicted vs measured difficulty on held-out probes, per

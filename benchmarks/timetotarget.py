@@ -1,4 +1,4 @@
-"""Part 1: time-to-target of DOTS, RR and DOTS+RR against GRPO (paper Table 1, METHOD §7).
+"""Part 1: time-to-target of DOTS, RR and DOTS+RR against GRPO (paper Table 1, docs/method.md §7).
 
 Sun et al., arXiv 2506.05316, §5 / Table 1: wall-clock (and steps) each method needs to reach
 GRPO's final accuracy. Every method trains for the same number of steps on the same task, policy

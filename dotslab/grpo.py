@@ -1,7 +1,7 @@
 """GRPO: group-normalised advantages and the clipped, importance-corrected policy loss.
 
 Paper §2 (GRPO objective) and §4 (rollout replay: off-policy correction of replayed groups), with
-the authors' code's choices where the two differ (METHOD §5).
+the authors' code's choices where the two differ (docs/method.md §5).
 
 Deviations / decisions:
   1. Advantages default to the code's (r - mean)/(std + 1e-6) with the unbiased std; the paper's
@@ -39,7 +39,7 @@ class LossStats:
     clip_frac: float
     """Share of tokens where the clipped term was the active (larger) one."""
     mean_c: float
-    """Mean c = π_old/μ; 1 on fresh rows, a free check that log-probs agree (METHOD §8)."""
+    """Mean c = π_old/μ; 1 on fresh rows, a free check that log-probs agree (docs/method.md §8)."""
     mean_abs_log_rho: float
     """Mean |log ρ| = |log π_θ - log μ|, how far the optimised policy is from the sampler."""
     kl: float
@@ -47,7 +47,7 @@ class LossStats:
 
 def token_policy_loss(logp: torch.Tensor, behaviour_logp: torch.Tensor, old_logp: torch.Tensor,
                       advantages: torch.Tensor, clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token clipped surrogate with off-policy correction (METHOD §5), all inputs (n_tok,).
+    """Per-token clipped surrogate with off-policy correction (docs/method.md §5), all inputs (n_tok,).
 
         ρ = exp(log π_θ - log μ),  c = exp(log π_old - log μ)
         loss_t = max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε)))
@@ -68,12 +68,12 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate_token_mean(per_token: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Mean over all completion tokens of the minibatch [C]."""
+    """Mean over all completion tokens of the minibatch [code]."""
     return per_token.sum() / max(1, sum(lengths))
 
 
 def aggregate_sequence_mean(per_token: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Mean over sequences of each sequence's token mean [P]; empty sequences are skipped."""
+    """Mean over sequences of each sequence's token mean [paper]; empty sequences are skipped."""
     parts = [x.mean() for x in per_token.split(lengths) if x.numel() > 0]
     return torch.stack(parts).mean() if parts else per_token.sum() * 0
 

@@ -3,7 +3,7 @@
 The paper (arXiv 2506.05316, §3.1) predicts a round's difficulties from that round's K reference
 questions only. Every training step, though, measures the difficulty of its fresh questions under a
 policy at most a few steps old, and the paper's predictor throws those labels away. This module
-keeps them (METHOD §2 [D], "history mode"):
+keeps them (docs/method.md §2 [ours], "history mode"):
 
   1. Keys: every question labelled within the last W steps (references of this and earlier rounds,
      fresh groups), newest label per question, each with weight γ^age (age in steps).

@@ -1,6 +1,6 @@
 """One policy update over fresh and replayed groups (the "update" line of paper Alg. 1).
 
-Paper §2 / §3.3; METHOD §5. Computes group advantages from stored rewards, the π_old pass for
+Paper §2 / §3.3; docs/method.md §5. Computes group advantages from stored rewards, the π_old pass for
 stale rows, then PPO-style minibatch optimizer steps with the loss of :mod:`dotslab.grpo`.
 
 Decisions:

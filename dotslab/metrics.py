@@ -1,7 +1,7 @@
 """Metric names, their glossary, and the append-only JSONL run log.
 
 Not from the paper: bookkeeping so runs can be compared (time-to-target counts every generation,
-reference rollouts included, METHOD §7).
+reference rollouts included, docs/method.md §7).
 
 Decisions:
   1. One JSON object per line, flushed and fsync'ed per record; a torn last line (a kill mid-write)

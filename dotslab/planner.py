@@ -1,7 +1,7 @@
 """The round logic of DOTS + rollout replay: which questions each step rolls out and which it replays.
 
 Sun et al., arXiv 2506.05316, Alg. 1 and §3 (prediction §3.1, selection §3.2, replay §3.3), in the
-round structure of METHOD §6. One :class:`RoundPlanner` serves both trainers: dotslab's own loop
+round structure of docs/method.md §6. One :class:`RoundPlanner` serves both trainers: dotslab's own loop
 (:func:`dotslab.trainer.train`) and TRL's (:class:`dotslab.integrations.trl.DOTSGRPOTrainer`). It
 does no generation and no optimisation; a trainer calls its verbs once per step, in this order:
 
@@ -20,15 +20,15 @@ fallback questions), the uniform sampler's seeded stream and the predictor's own
 global RNG, so every process of a distributed run draws the same plan.
 
 Deviations / decisions:
-  1. The round's draw is shuffled before it is cut into µ batches (METHOD §3): the Gumbel-top-k draw
+  1. The round's draw is shuffled before it is cut into µ batches (docs/method.md §3): the Gumbel-top-k draw
      comes out ordered by its keys, which would give step 1 the questions nearest α.
-  2. Replay shortfall is a named option. ``replay_shortfall="partial"`` (dotslab's trainer, METHOD §4)
+  2. Replay shortfall is a named option. ``replay_shortfall="partial"`` (dotslab's trainer, docs/method.md §4)
      replays what the buffer has and logs the gap. ``"fresh"`` (TRL, whose batches have a fixed
      shape) replays only when the buffer holds all (1-δ)B groups the step asks for, else the step
-     runs fully fresh on fallback questions drawn with the round ([P]: "only replays once the buffer
+     runs fully fresh on fallback questions drawn with the round ([paper]: "only replays once the buffer
      holds (1-δ)B groups"). Fallbacks come from their own RNG stream, so both options give the same
      plans whenever the buffer is full enough.
-  3. ``reuse_reference_rollouts`` [P App. A.1]: up to half of a round's budget is filled with
+  3. ``reuse_reference_rollouts`` [paper App. A.1]: up to half of a round's budget is filled with
      reference groups that have reward spread, nearest α first; they count as fresh groups of the
      step they land in, not extra ones. It needs the reference groups (``reference_groups=``).
   4. d̂ passes through ``broadcast`` (rank 0's copy wins in a distributed run) before selection, so
@@ -186,7 +186,7 @@ class RoundPlanner:
         """Call once per step after the rollouts (and the update) with all of the step's fresh groups.
 
         Scores the round's prediction on them before they become labels (references excluded,
-        METHOD §2 "Quality metric"), then feeds them to the predictor and the replay buffer.
+        docs/method.md §2 "Quality metric"), then feeds them to the predictor and the replay buffer.
         """
         G, m = self.cfg.grpo.group_size, self.metrics
         rolled = [g for g in groups if g.question.id not in self._reused_now]  # counted at the round start

@@ -2,7 +2,7 @@
 
 Implements the adaptive difficulty predictor of Sun et al., arXiv 2506.05316 (attention over K
 reference questions whose difficulty was measured by rollouts, plus calibration; training details
-in the appendix), as specified in METHOD §2 (equation numbers not cited: unverified here): two
+in the appendix), as specified in docs/method.md §2 (equation numbers not cited: unverified here): two
 adapters f_Q, f_R, scores f_Q(e_q)·f_R(e_i)/√h, attention softmax(s/τ_att), prediction Σ a_i y_i,
 a calibration head on [mean(y), std(y)] of the reference labels, an optional online affine
 correction, and the quality metric (Pearson, Spearman, MAE on questions that were not references).
@@ -10,16 +10,16 @@ correction, and the quality metric (Pearson, Spearman, MAE on questions that wer
 Deviations from the paper / authors' code:
   1. Labels are difficulty d = 1 - pass rate (the code uses pass rate). The model is symmetric
      under d <-> 1 - d up to its learned weights, so this changes nothing but the sign convention.
-  2. The adapter + head train **online** (METHOD §2 [D]) from (question, difficulty) labels of one
+  2. The adapter + head train **online** (docs/method.md §2 [ours]) from (question, difficulty) labels of one
      policy snapshot per episode, with constant Adam lr (no warmup/decay: there is no fixed horizon).
      ``observe(..., round=source_id)`` + ``fit(steps)`` also reproduces the offline recipe
      (sources = other LLMs).
   3. Until the first fit step the predictor uses plain attention over raw unit embeddings with
      scores cos(e_q, e_i)/0.1 (τ_raw = 0.1 so the softmax is not near-uniform for cosines in
      [-1, 1]); ``Prediction.used_adapter`` says which path ran.
-  4. Affine correction [C only] is fitted on **leave-one-out** reference predictions and clipped
-     to [0, 1] [D]; pool rows that are references are also predicted leave-one-out. A fit with a
-     non-positive slope is skipped [D]: on K noisy points it would invert the ranking of the whole
+  4. Affine correction [code only] is fitted on **leave-one-out** reference predictions and clipped
+     to [0, 1] [ours]; pool rows that are references are also predicted leave-one-out. A fit with a
+     non-positive slope is skipped [ours]: on K noisy points it would invert the ranking of the whole
      pool (seen with raw attention and K = 16: held-out Pearson +0.50 became -0.50).
   5. A query whose every reference is masked attends uniformly to all K (the mean label).
   6. ``choose_reference_set`` adds 'diverse' and 'stratified' reference sets to the paper's random one.
@@ -46,7 +46,7 @@ RAW_ATTENTION_TEMPERATURE = 0.1
 def attention_difficulty(query_keys: torch.Tensor, ref_keys: torch.Tensor, ref_labels: torch.Tensor,
                          temperature: float, exclude: Optional[torch.Tensor] = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ŷ_q = Σ_i a_qi y_i with a_q = softmax_i(s_qi / τ_att), s_qi = q·k_i / √h  [P, C].
+    """ŷ_q = Σ_i a_qi y_i with a_q = softmax_i(s_qi / τ_att), s_qi = q·k_i / √h  [paper, code].
 
     ``exclude`` (N, K) bool masks reference i for query q (score -inf). A row with every entry
     masked falls back to uniform attention over all K references (prediction = mean label).
@@ -64,7 +64,7 @@ def attention_difficulty(query_keys: torch.Tensor, ref_keys: torch.Tensor, ref_l
 
 
 def calibrate(pred: torch.Tensor, ref_labels: torch.Tensor, head: nn.Module) -> torch.Tensor:
-    """ŷ_cal = σ(logit(clamp(ŷ, 1e-4, 1-1e-4)) / T + b)  [C form of P's Platt scaling].
+    """ŷ_cal = σ(logit(clamp(ŷ, 1e-4, 1-1e-4)) / T + b)  [code form of the paper's Platt scaling].
 
     (o0, o1) = head([mean(y), std(y)]) over the K reference labels (unbiased std; 0 when K = 1),
     T = clamp(softplus(o0), 0.01, 10), b = tanh(o1). pred (N,) -> (N,).
@@ -79,7 +79,7 @@ def calibrate(pred: torch.Tensor, ref_labels: torch.Tensor, head: nn.Module) -> 
 
 def affine_correct(pred_all: torch.Tensor, pred_ref_loo: torch.Tensor, ref_labels: torch.Tensor
                    ) -> torch.Tensor:
-    """clip(a·ŷ + c, 0, 1) with (a, c) = OLS fit of y_ref ≈ a·ŷ_ref + c  [C, METHOD §2].
+    """clip(a·ŷ + c, 0, 1) with (a, c) = OLS fit of y_ref ≈ a·ŷ_ref + c  [code, docs/method.md §2].
 
     ŷ_ref (K,) are leave-one-out predictions of the references. Returns ``pred_all`` (N,) unchanged
     when the fit is degenerate (K < 3, var(ŷ_ref) < 1e-8) or its slope a <= 0 (it would invert
@@ -310,7 +310,7 @@ class OnlinePredictor:
 # ---- reference-set choice -----------------------------------------------------------------------
 def _random_refs(emb: np.ndarray, avail: np.ndarray, k: int, rng: np.random.Generator,
                  strata: Optional[np.ndarray]) -> np.ndarray:
-    """Uniform without replacement [P]."""
+    """Uniform without replacement [paper]."""
     return rng.choice(avail, size=k, replace=False)
 
 

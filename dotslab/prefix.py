@@ -9,7 +9,7 @@ shared prompt is the sum over the rows, exactly as in separate passes), for P + 
 instead of G·(P + C).
 
   - :func:`completion_logprobs`: log π(c_t | prompt, c_<t) at logits / T, with or without grad;
-    it gives μ, π_old and π_θ alike (METHOD §5), so all three use the same numerics.
+    it gives μ, π_old and π_θ alike (docs/method.md §5), so all three use the same numerics.
   - :func:`sample_completions`: temperature / top-p sampling (or greedy) of n completions per
     prompt, prefilling each prompt once.
 

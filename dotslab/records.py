@@ -5,7 +5,7 @@ log-probs; a *group* is one question's G rollouts (paper §2, "group" of GRPO). 
 ``rollout`` to ``grpo``, ``replay``, ``predictor`` and ``trainer``.
 
 Deviations: none; the paper has no data types. ``pass_rate`` binarizes rewards at
-``Rollout.is_correct`` (METHOD §1: non-binary rewards are binarized for difficulty).
+``Rollout.is_correct`` (docs/method.md §1: non-binary rewards are binarized for difficulty).
 """
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """Rollout replay: a FIFO buffer of recent groups, replayed with importance correction.
 
-Paper §3.3 (rollout replay) and Alg. 1; follows the authors' code's read/write order (METHOD §4):
+Paper §3.3 (rollout replay) and Alg. 1; follows the authors' code's read/write order (docs/method.md §4):
 each step first *reads* (samples up to (1-δ)B replayable groups, without removing them), then,
 after the update, *writes*: it keeps the newest C - δB groups and appends the step's fresh ones.
 
 Deviations / decisions:
   1. Works for any G >= 2 (the authors' buffer hard-codes G = 8).
-  2. Zero-variance groups are dropped when read [C]; ``filter_on_write=True`` drops them when
-     written instead [P]. Either way a replayed group always carries a learning signal.
+  2. Zero-variance groups are dropped when read [code]; ``filter_on_write=True`` drops them when
+     written instead [paper]. Either way a replayed group always carries a learning signal.
   3. A shortfall (fewer eligible groups than asked) is returned as-is and reported, never waited on.
   4. Retention keeps the newest C - δB groups *of the replayable ones* (newest group per question,
      non-zero reward variance), not of the raw buffer: a zero-variance group or an older copy of a

@@ -3,7 +3,7 @@ buffer of a checkpoint, and attention tables (pandas, for notebooks); several ru
 
 Not from the paper; it computes the paper's comparison (Table 1: time to reach GRPO's final
 accuracy) from our metrics logs. Time-to-target counts every generation, reference rollouts
-included (METHOD §7).
+included (docs/method.md §7).
 
 Decisions:
   1. Tables hold integers as integers and round floats; :func:`styled` shows them without empty
@@ -163,7 +163,7 @@ def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
     """The replay buffer saved in a run's latest checkpoint, one row per group, newest last.
 
     Columns: question, step (generated at), age (steps before the checkpoint), pass_rate,
-    has_variance, replayable (newest group of its question and has_variance, METHOD §4).
+    has_variance, replayable (newest group of its question and has_variance, docs/method.md §4).
     """
     from .checkpoint import latest_checkpoint
 

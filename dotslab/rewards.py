@@ -13,7 +13,7 @@ Deviations / decisions:
      12 - 5 + 3?") scores 1. SmolLM2 learned exactly that within 8 GRPO steps when a benchmark run
      scored the arithmetic mix with math-verify (2026-11-25).
   2. reasoning-gym gives 0.01 partial credit to a wrong number; :func:`reasoning_gym_reward`
-     binarizes it (score == 1 → 1, else 0), as METHOD §1 binarizes non-binary rewards.
+     binarizes it (score == 1 → 1, else 0), as docs/method.md §1 binarizes non-binary rewards.
   3. :func:`parity_reward` is a synthetic reward for smoke tests and the ``tiny`` benchmark: 1 if
      the completion has an even number of characters. A random-init policy gets about 0.5 on it, so
      groups have reward variance and every code path (advantages, selection, replay) runs.

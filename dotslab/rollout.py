@@ -4,7 +4,7 @@ Paper §2 (GRPO groups) and §4 (rollout replay needs the behaviour log-probs μ
 
 Deviations / decisions:
   1. μ is computed by a forward pass over the sampled tokens at the sampling temperature
-     (logits / T), not taken from sampling scores, which top-p alters (METHOD §4). The same
+     (logits / T), not taken from sampling scores, which top-p alters (docs/method.md §4). The same
      function :func:`~dotslab.prefix.completion_logprobs` gives π_old and π_θ, so all three agree on
      tokenisation, padding and temperature; on fresh rows π_old = μ exactly.
   2. A completion is cut after its first EOS (EOS kept, so the model learns to stop); a completion

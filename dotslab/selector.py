@@ -4,7 +4,7 @@ Paper §3.2, Eq. (5): P(q) ∝ exp(-|d̂_q - α| / τ), questions drawn without 
 
 Deviations / decisions:
   1. Selection works on difficulty d̂ (the paper's word) with a general α; the authors' code uses
-     pass rate and |p̂ - 0.5|, identical only at α = 0.5 (METHOD §1).
+     pass rate and |p̂ - 0.5|, identical only at α = 0.5 (docs/method.md §1).
   2. Sampling without replacement uses Gumbel-top-k, which draws exactly from successive
      renormalised P(q) (Plackett-Luce) and is stable at τ = 1e-3.
   3. The baseline ``UniformSampler`` is epoch-shuffled: every question is seen once per epoch.

@@ -1,6 +1,6 @@
 """The training loop: DOTS selection + rollout replay around GRPO, as in paper Alg. 1.
 
-Sun et al., arXiv 2506.05316, Alg. 1 and §3; the round structure follows METHOD §6. ``train`` is
+Sun et al., arXiv 2506.05316, Alg. 1 and §3; the round structure follows docs/method.md §6. ``train`` is
 orchestration only: which questions a step rolls out and replays is decided by
 :class:`~dotslab.planner.RoundPlanner` (shared with the TRL integration), and every formula lives
 in ``grpo``, ``predictor``, ``selector`` and ``replay``.
@@ -11,7 +11,7 @@ Deviations / decisions:
   2. ``time/elapsed`` excludes evaluation and checkpointing (they are not training cost) and
      includes reference rollouts (they are); time-to-target is read off it.
   3. Predictor quality is measured on the fresh batch before its rollouts label it, excluding
-     questions that were references this round (METHOD §2 "Quality metric"; done by the planner).
+     questions that were references this round (docs/method.md §2 "Quality metric"; done by the planner).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Paper §2 / §4 need G sampled completions per question from the current policy; vLLM's offline
 ``LLM.generate`` with ``SamplingParams(n=G)`` samples them several times faster than HF
 ``generate``. Behaviour log-probs μ are still a forward pass of the HF policy
-(``dotslab.rollout.rollout_groups``), never vLLM's scores (METHOD §4), so only sampling moves.
+(``dotslab.rollout.rollout_groups``), never vLLM's scores (docs/method.md §4), so only sampling moves.
 
 Decisions:
   1. ``vllm`` is imported lazily (the ``gpu`` extra; official builds are CUDA-only), so this module

@@ -20,8 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 METHOD_DOC = ROOT / "docs" / "method.md"
-# The migration tool names the old forms on purpose; the lead deletes it once the rewrite is applied.
-EXEMPT = {"tools/rewrite_citations.py"}
+EXEMPT: set[str] = set()   # files allowed to name the old forms (none since the migration was applied)
 
 SECTION = re.compile(r"^## §(\d+)\. (\S.*)$", re.M)
 SUBSECTION = re.compile(r"^### (\S.*)$", re.M)
@@ -190,7 +189,7 @@ def test_nothing_cites_the_specification_outside_the_repo():
         except UnicodeDecodeError:
             continue  # binary (figures)
         bad += [f"{path}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)!r}" for m in OLD_SPEC.finditer(text)]
-    assert not bad, ("cite docs/method.md instead (tools/rewrite_citations.py rewrites these):\n" + "\n".join(bad))
+    assert not bad, ("cite docs/method.md §n instead:\n" + "\n".join(bad))
 
 
 def test_no_old_tags_in_python():
@@ -198,5 +197,4 @@ def test_no_old_tags_in_python():
     for path in tracked("*.py"):
         if path not in EXEMPT:
             bad += old_tags((ROOT / path).read_text(encoding="utf-8"), path)
-    assert not bad, ("old one-letter tags; use [paper] / [code] / [ours] (docs/method.md legend; "
-                     "tools/rewrite_citations.py rewrites them):\n" + "\n".join(bad))
+    assert not bad, ("old one-letter tags; use [paper] / [code] / [ours] (docs/method.md legend):\n" + "\n".join(bad))

@@ -1,4 +1,4 @@
-"""The policy update against an independent evaluation of the loss (METHOD §5) on fresh and replayed rows.
+"""The policy update against an independent evaluation of the loss (docs/method.md §5) on fresh and replayed rows.
 
 Every expected value here comes from a plain ``model(input_ids).logits`` forward pass and a direct
 per-token loop over the spec's formula, never from ``dotslab.grpo`` or ``completion_logprobs``.
@@ -40,7 +40,7 @@ def direct_logprobs(model, rollout) -> torch.Tensor:
 
 
 def direct_loss(model, groups, old_logp, clipped_tokens: list | None = None) -> torch.Tensor:
-    """METHOD §5 token by token: mean over all tokens of max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε)))."""
+    """docs/method.md §5 token by token: mean over all tokens of max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε)))."""
     terms = []
     for g in groups:
         r = g.rewards

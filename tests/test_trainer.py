@@ -51,7 +51,7 @@ def test_one_update_changes_parameters_and_loss_is_finite():
 
 
 def test_behaviour_logprobs_match_a_fresh_forward():
-    """μ stored at rollout equals log π at logits/T recomputed later (METHOD §8 consistency)."""
+    """μ stored at rollout equals log π at logits/T recomputed later (docs/method.md §8 consistency)."""
     from dotslab.rollout import completion_logprobs
     model, tok = load_policy("tiny", seed=1)
     engine = HFGenerateEngine(model, tok, max_new_tokens=5, temperature=0.7)

@@ -66,7 +66,7 @@ def test_grpo_config_rejects_ragged_geometry(tmp_path):
         grpo_config_from(tiny_cfg(tmp_path), num_processes=1, per_device_train_batch_size=3)
 
 
-# ---- the replay loss: TRL's loss on replayed rows is METHOD §5 ---------------------------------
+# ---- the replay loss: TRL's loss on replayed rows is docs/method.md §5 ---------------------------------
 def test_replayed_rows_give_the_method_loss_and_gradient(tmp_path):
     cfg = tiny_cfg(tmp_path, method="rr", aggregation="sequence", temperature=0.7, group_size=4)
     trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no")
@@ -177,7 +177,7 @@ def test_notebook_trainer_and_trl_plan_the_same_steps(tmp_path, tmp_cache, monke
 
 
 def test_replayed_c_is_one_while_the_policy_is_unchanged(tmp_path, tmp_cache):
-    """μ (stored at generation) and π_old (recomputed at replay) agree: METHOD §8's free consistency check."""
+    """μ (stored at generation) and π_old (recomputed at replay) agree: docs/method.md §8's free consistency check."""
     cfg = tiny_cfg(tmp_path, method="rr", total_steps=4, learning_rate=1e-30)
     trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no")
     trainer.train()

@@ -18,7 +18,7 @@ How it plugs in (TRL offers no public hook where a step's questions or replayed 
      and buffer; replayed groups are appended.
   3. Replayed rows carry π_old (a fresh forward pass) as ``old_per_token_logps`` and per-token
      advantages A·c with c = π_old/μ from their stored μ. Since c > 0, TRL's clip around 1 then
-     computes -c·min(r·A, clip(r, 1-ε, 1+ε)·A) with r = π_θ/π_old, which is METHOD §5's clip
+     computes -c·min(r·A, clip(r, 1-ε, 1+ε)·A) with r = π_θ/π_old, which is docs/method.md §5's clip
      around c exactly (GePPO form). Fresh rows have c = 1.
 Deviations from dotslab's trainer (the planner's options are in its docstring: here replay shortfall
 "fresh", and ``reuse_reference_rollouts`` is refused):
