@@ -150,7 +150,10 @@ def cpu() -> Bench:
         "eval_every": 8, "checkpoint_every": 32, "max_new_tokens": 24, "bf16_autocast": True,
         "questions_per_step": 8, "minibatch_questions": 8, "group_size": 4, "micro_batch_size": 16,
         "reference_set_size": 4, "steps_per_round": 2, "fresh_fraction": 0.5, "buffer_capacity": 8,
-        "embedder": "minilm", "reward": "exact", "threads": 2}, base=cpu_demo())
+        "embedder": "minilm", "reward": "exact", "threads": 2,
+        # pinned as registered (the Config default then); the DOTS+RR arms name their own mode, and GRPO's
+        # runs ignore it, but a changed default must not make the committed runs' configs stale (--resume)
+        "predictor_mode": "paper"}, base=cpu_demo())
     return Bench(
         name="cpu", train=base, seeds=(0, 1, 2, 3, 4), task_mix_size=400, arms=(GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER),
         predictor=PredictorBench(probe_size=32, labelled_size=64, group_size=4, reference_sizes=(4, 16, 32),

@@ -7,7 +7,9 @@ the big tensors: sampling (``HFGenerateEngine.sample``), log-prob passes (``comp
 outside the update) and the update (``policy_update``), each measured by resetting the kernel's
 peak mark (``/proc/self/clear_refs``) before the call and reading ``VmHWM`` after it. It only wraps
 names that exist in both the current and older trainers, so the same script profiles an older
-checkout (``PYTHONPATH=<checkout> python -m benchmarks.profile_step ...``).
+checkout: make a folder holding only a link ``dotslab`` to that checkout's package, and run from any
+other folder (not a checkout) with ``PYTHONPATH=<that folder>:<this checkout>``, so that ``dotslab``
+comes from the old checkout and ``benchmarks`` from this one.
 
     python -m benchmarks.profile_step --method dots_rr --steps 4 --warmup 1 --threads 2 --out profile.json
 """
@@ -22,7 +24,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-from benchmarks.peer import _hwm_mb, _rss_mb
+from benchmarks.peer import _status_mb
 
 PEAKS: dict[str, list[float]] = defaultdict(list)
 SECONDS: dict[str, list[float]] = defaultdict(list)
@@ -50,16 +52,25 @@ def measured(name: str, fn: Callable) -> Callable:
             depth["n"] -= 1
             if outer:
                 SECONDS[name].append(time.perf_counter() - t0)
-                PEAKS[name].append(_hwm_mb())
+                PEAKS[name].append(_status_mb("VmHWM"))
     return wrapper
 
 
-def instrument() -> None:
+def instrument() -> Callable[[], None]:
+    """Wrap the measured calls; returns the function that puts the originals back."""
     import dotslab.rollout as rollout
     import dotslab.trainer as trainer
-    rollout.HFGenerateEngine.sample = measured("sampling", rollout.HFGenerateEngine.sample)
-    rollout.completion_logprobs = measured("logprob pass at rollout", rollout.completion_logprobs)
-    trainer.policy_update = measured("update", trainer.policy_update)
+    targets = [(rollout.HFGenerateEngine, "sample", "sampling"), (trainer, "policy_update", "update")]
+    if hasattr(rollout, "completion_logprobs"):  # older trainers: a separate μ pass at rollout
+        targets.append((rollout, "completion_logprobs", "logprob pass at rollout"))
+    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in targets]
+    for owner, attr, name in targets:
+        setattr(owner, attr, measured(name, getattr(owner, attr)))
+
+    def undo() -> None:
+        for owner, attr, fn in originals:
+            setattr(owner, attr, fn)
+    return undo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,31 +82,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                    help="any other config key (as a Python literal)")
+                    help="any other config key, read as `dotslab train -p` reads it")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
-    import ast
-
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
     from dotslab.config import Config
     from dotslab.trainer import train
-    instrument()
-    extra = {k: ast.literal_eval(v) if v[:1] in "0123456789-[(.'\"" or v in ("True", "False") else v for k, v in a.p}
-    base_rss = _rss_mb()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config.from_flat({"method": a.method, "policy": a.policy, "seed": a.seed,
-                                "total_steps": a.warmup + a.steps, "eval_every": 0, "checkpoint_every": 0,
-                                "run_root": tmp, "run_name": "profile", **extra})
-        t0 = time.perf_counter()
-        records = train(cfg, progress=False).records
-        wall = time.perf_counter() - t0
+    extra = {}
+    if a.p:  # older checkouts have no dotslab.params; they are profiled without -p
+        from dotslab.params import parse_value
+        extra = {k: parse_value(v, k) for k, v in a.p}
+    PEAKS.clear()
+    SECONDS.clear()
+    base_rss = _status_mb("VmRSS")
+    undo = instrument()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Config.from_flat({"method": a.method, "policy": a.policy, "seed": a.seed,
+                                    "total_steps": a.warmup + a.steps, "eval_every": 0, "checkpoint_every": 0,
+                                    "run_root": tmp, "run_name": "profile", **extra})
+            t0 = time.perf_counter()
+            records = train(cfg, progress=False).records
+            wall = time.perf_counter() - t0
+    finally:
+        undo()
     steps = [r for r in records if r.get("step", 0) > a.warmup and "time/step" in r]
     keys = sorted({k for r in steps for k in r if k.startswith("time/") and k not in ("time/elapsed",)})
     out = {"method": a.method, "policy": a.policy, "threads": torch.get_num_threads(), "config": cfg.to_flat(),
            "timed_steps": len(steps), "wall_seconds": wall, "rss_after_imports_mb": base_rss,
-           "peak_rss_mb": max([_hwm_mb()] + [max(v) for v in PEAKS.values()]),
+           "peak_rss_mb": max([_status_mb("VmHWM")] + [max(v) for v in PEAKS.values()]),
            "seconds_per_phase": {k: sum(r.get(k, 0.0) for r in steps) / len(steps) for k in keys},
            "peak_rss_per_call_mb": {k: max(v) for k, v in PEAKS.items()},
            "seconds_per_call": {k: sum(v) / len(v) for k, v in SECONDS.items()},

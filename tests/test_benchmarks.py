@@ -369,3 +369,37 @@ def test_peer_markdown_and_plot_render_a_hand_made_result():
     plot_peer(ax, part)
     assert len(ax.patches) == 1 and len(ax.collections) == 1   # one bar and its floor line
     plt.close(fig)
+
+
+def test_reference_cost_summary_by_hand():
+    """benchmarks/reference_cost.py's figures of one run, computed by hand on three steps."""
+    from benchmarks.reference_cost import markdown, summary
+
+    recs = [{"step": 0, "eval/pass_rate": 0.30},
+            {"step": 1, "time/step": 2.0, "time/elapsed": 2.0, "rollout/total_generations": 48, "rollout/frac_zero_std": 0.5},
+            {"step": 2, "time/step": 3.0, "time/elapsed": 5.0, "rollout/total_generations": 72, "rollout/frac_zero_std": 0.25,
+             "eval/pass_rate": 0.45},
+            {"step": 3, "time/step": 4.0, "time/elapsed": 9.0, "rollout/total_generations": 96, "rollout/frac_zero_std": 1.0,
+             "eval/pass_rate": 0.40}]
+    r = summary(recs, target=0.42)
+    assert r["generations_per_step"] == 32 and r["seconds_per_step"] == 3.0
+    assert r["spread_share"] == pytest.approx((0.5 + 0.75 + 0.0) / 3)
+    assert r["final_pass_rate"] == 0.40 and r["target_step"] == 2 and r["target_seconds"] == 5.0
+    assert summary(recs, target=0.5)["target_step"] is None
+    assert "| a | 32.0 | 3.00 | 0.42 | 0.400 | 2 | 5.0 |" in markdown({"a": r}, 0.42)
+
+
+def test_profile_step_runs_and_puts_the_originals_back(tmp_path, tmp_cache):
+    import dotslab.rollout as rollout
+    import dotslab.trainer as trainer
+    from benchmarks.profile_step import main
+
+    before = (rollout.HFGenerateEngine.sample, trainer.policy_update)
+    out = tmp_path / "profile.json"
+    assert main(["--policy", "tiny", "--steps", "2", "--warmup", "1", "--threads", "1", "-p", "preset", "tiny",
+                 "-p", "learning_rate", "3e-5", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["timed_steps"] == 2 and got["config"]["learning_rate"] == 3e-5
+    assert got["calls"]["sampling"] >= 3 and got["calls"]["update"] == 3       # warm-up step included
+    assert got["peak_rss_mb"] >= got["peak_rss_per_call_mb"]["update"] > 0
+    assert (rollout.HFGenerateEngine.sample, trainer.policy_update) == before
