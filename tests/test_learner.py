@@ -134,27 +134,37 @@ def test_replayed_rows_get_pi_old_and_the_gradient_matches_the_spec(moved_policy
     assert res.replay_c_outside_clip_frac == pytest.approx(float(((c_replayed - 1).abs() > EPS).float().mean()))
 
 
-def test_second_minibatch_clips_around_c(moved_policy_batch):
-    """Two optimizer steps: the second minibatch sees θ ≠ π_old, so the clip around c is active somewhere."""
-    model0, fresh, replayed = moved_policy_batch
-    groups = fresh + replayed
+def copy_of(model0: torch.nn.Module) -> torch.nn.Module:
     model = load_policy("tiny", seed=3)[0]
     model.load_state_dict(model0.state_dict())
-    with torch.no_grad():
-        old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
-    lr, cfg = 2.0, dataclasses.replace(grpo_cfg(len(groups)), minibatch_questions=2)
+    return model
 
-    # direct: the same minibatch order the learner draws (a permutation from the same generator)
-    expected = load_policy("tiny", seed=3)[0]
-    expected.load_state_dict(model0.state_dict())
-    order = np.random.default_rng(7).permutation(len(groups))
-    clipped: list[bool] = []
+
+def direct_sgd(model0, groups, old, order, lr, clipped: list[bool] | None = None) -> torch.nn.Module:
+    """Plain SGD over minibatches of two groups in ``order``, each step on the direct per-token loss;
+    ``clipped`` collects, from the second minibatch on, which tokens the clip acted on."""
+    expected = copy_of(model0)
     for k in range(0, len(groups), 2):
         expected.zero_grad()
         direct_loss(expected, [groups[i] for i in order[k:k + 2]], old, clipped if k else None).backward()
         with torch.no_grad():
             for p in expected.parameters():
-                p.sub_(lr * p.grad)
+                p.sub_(lr * p.grad if p.grad is not None else 0)
+    return expected
+
+
+def test_second_minibatch_clips_around_c(moved_policy_batch):
+    """Two optimizer steps: the second minibatch sees θ ≠ π_old, so the clip around c is active somewhere."""
+    model0, fresh, replayed = moved_policy_batch
+    groups = fresh + replayed
+    model = copy_of(model0)
+    with torch.no_grad():
+        old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
+    lr, cfg = 2.0, dataclasses.replace(grpo_cfg(len(groups)), minibatch_questions=2)
+
+    # direct: the same minibatch order the learner draws (a permutation from the same generator)
+    clipped: list[bool] = []
+    expected = direct_sgd(model0, groups, old, np.random.default_rng(7).permutation(len(groups)), lr, clipped)
     assert any(clipped), "the test needs clipped tokens in the second minibatch"
 
     policy_update(model, torch.optim.SGD(model.parameters(), lr=lr), fresh, replayed, cfg, step=2,
@@ -174,23 +184,15 @@ def test_fresh_rows_without_mu_and_rows_without_spread_give_the_same_update(move
     flat = with_rewards(fresh[0], [1, 1, 1])                        # no reward spread: A = 0 on every row
     fresh_no_mu = [without_behaviour(g) for g in fresh] + [without_behaviour(flat)]
     groups = fresh_no_mu + replayed
-    model = load_policy("tiny", seed=3)[0]
-    model.load_state_dict(model0.state_dict())
+    model = copy_of(model0)
     with torch.no_grad():
         old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
     lr, cfg = 2.0, dataclasses.replace(grpo_cfg(len(groups)), minibatch_questions=2)
 
-    expected = load_policy("tiny", seed=3)[0]
-    expected.load_state_dict(model0.state_dict())
     order = np.random.default_rng(11).permutation(len(groups))
     # fresh groups both in the first minibatch (μ from its forward) and later (μ from the no-grad pass)
     assert {0, 1} & set(order[:2].tolist()) and {0, 1} & set(order[2:].tolist())
-    for k in range(0, len(groups), 2):
-        expected.zero_grad()
-        direct_loss(expected, [groups[i] for i in order[k:k + 2]], old).backward()
-        with torch.no_grad():
-            for p in expected.parameters():
-                p.sub_(lr * p.grad if p.grad is not None else 0)
+    expected = direct_sgd(model0, groups, old, order, lr)
 
     res = policy_update(model, torch.optim.SGD(model.parameters(), lr=lr), fresh_no_mu, replayed, cfg, step=2,
                         rng=np.random.default_rng(11))
