@@ -202,3 +202,13 @@ def test_nbval_lax_on_prepared_copies(workdir, compare_runs_root):
     for name, (code, log) in run_two_at_a_time(halves, workdir / "nbval-logs").items():
         assert code == 0, log[-5000:]
         assert " passed" in log and "failed" not in log, log[-2000:]
+
+
+@pytest.mark.parametrize("name", ["00_quickstart.ipynb", "03_selection_and_replay.ipynb"])
+def test_notebooks_that_teach_dots_rr_train_it_whatever_the_config_default(name):
+    """00 and 03 show selection and replay at work: their parameters cell names the method, so a change of
+    Config's default method (GRPO since the cpu benchmark) leaves them training DOTS+RR."""
+    from dotslab.params import notebook_parameters
+
+    values, _ = notebook_parameters(ROOT / "notebooks" / name)
+    assert values.get("method") == "dots_rr"
