@@ -169,11 +169,11 @@ def eval_curves(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> 
 
 
 # ---- running ----------------------------------------------------------------------------------
-def finished_records(run_dir: Path, cfg: Any, need_checkpoint: bool = False) -> list[dict[str, Any]] | None:
+def finished_records(run_dir: Path, cfg: Any) -> list[dict[str, Any]] | None:
     """The records of a run that finished in ``run_dir`` with exactly ``cfg``; None if there is none.
 
-    Finished means: config.json equals ``cfg`` (as JSON), metrics.jsonl has a record for step
-    ``cfg.total_steps``, and, if ``need_checkpoint``, a checkpoint file is still there.
+    Finished means: config.json equals ``cfg`` (as JSON) and metrics.jsonl has a record for step
+    ``cfg.total_steps``.
     """
     try:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
@@ -183,8 +183,6 @@ def finished_records(run_dir: Path, cfg: Any, need_checkpoint: bool = False) -> 
         return None
     records = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
     if not records or records[-1].get("step") != cfg.total_steps:
-        return None
-    if need_checkpoint and not list((run_dir / "checkpoints").glob("step-*.pt")):
         return None
     return records
 
