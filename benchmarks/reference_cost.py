@@ -25,17 +25,14 @@ VARIANTS = {"k0": {"later_reference_set_size": 0}, "reuse": {"reuse_reference_ro
 
 
 def summary(records: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The protocol's figures of one run's records."""
-    from dotslab.report import final_pass_rate, time_to_target
+    """The protocol's figures of one run's records (from :func:`benchmarks.timetotarget.run_figures`)."""
+    from .timetotarget import run_figures
 
-    steps = [r for r in records if r.get("time/step") is not None]
-    hit = time_to_target(records, target)
-    return {"generations_per_step": steps[-1]["rollout/total_generations"] / len(steps),
-            "seconds_per_step": steps[-1]["time/elapsed"] / len(steps),
-            "spread_share": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps])),
-            "final_pass_rate": final_pass_rate(records),
-            "target_step": None if np.isnan(hit["step"]) else int(hit["step"]),
-            "target_seconds": None if np.isnan(hit["seconds"]) else round(hit["seconds"], 1)}
+    f = run_figures(records, target)
+    return {"generations_per_step": f["generations_per_step"], "seconds_per_step": f["seconds_per_step"],
+            "spread_share": f["effective_frac"], "final_pass_rate": f["final_pass_rate"],
+            "target_step": None if np.isnan(f["step"]) else int(f["step"]),
+            "target_seconds": None if np.isnan(f["seconds"]) else round(f["seconds"], 1)}
 
 
 def markdown(rows: dict[str, dict[str, Any]], target: float) -> str:

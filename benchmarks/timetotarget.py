@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from dotslab.config import config_diff
 from dotslab.metrics import read_jsonl
 from dotslab.report import final_pass_rate, time_to_target
 from dotslab.trainer import train
@@ -106,6 +107,22 @@ def ratio_summary(ratios: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
     return out
 
 
+def run_figures(recs: Records, target: float) -> dict[str, float]:
+    """One run's figures: seconds, generations and step at which it first reached ``target`` (nan if
+    never), its final pass rate, totals, per-step means and the share of fresh groups with reward spread."""
+    hit = time_to_target(recs, target) if recs else {"seconds": math.nan, "generations": math.nan, "step": math.nan}
+    steps = [r for r in recs if r.get("time/step") is not None]
+    if not steps:
+        return {**hit, "final_pass_rate": final_pass_rate(recs), **{k: math.nan for k in (
+            "total_seconds", "total_generations", "seconds_per_step", "generations_per_step", "effective_frac")}}
+    return {**hit, "final_pass_rate": final_pass_rate(recs),
+            "total_seconds": steps[-1]["time/elapsed"], "total_generations": steps[-1]["rollout/total_generations"],
+            "seconds_per_step": float(np.mean([r["time/step"] for r in steps])),
+            "generations_per_step": float(np.mean([r["rollout/generations"] for r in steps
+                                                   if r.get("rollout/generations") is not None])),
+            "effective_frac": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps]))}
+
+
 def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],
               baseline: str = "grpo") -> dict[str, Any]:
     """Targets, per-seed reach and per-arm medians (with bootstrap CIs of the ratios) from the runs' records."""
@@ -117,23 +134,8 @@ def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],
         targets[s] = final_pass_rate(recs)
         initial[s] = evals[0] if evals else math.nan
         trivial[s] = not (targets[s] > initial[s])
-    per_seed: dict[str, dict[int, dict[str, float]]] = {}
-    for method, by_seed in records_by_method_seed.items():
-        per_seed[method] = {}
-        for s in seeds:
-            recs = by_seed.get(s, [])
-            hit = time_to_target(recs, targets[s]) if recs else {"seconds": math.nan, "generations": math.nan,
-                                                                 "step": math.nan}
-            steps = [r for r in recs if r.get("time/step") is not None]
-            per_seed[method][s] = {**hit, "final_pass_rate": final_pass_rate(recs),
-                                   "total_seconds": steps[-1]["time/elapsed"] if steps else math.nan,
-                                   "total_generations": steps[-1]["rollout/total_generations"] if steps else math.nan,
-                                   "seconds_per_step": float(np.mean([r["time/step"] for r in steps])) if steps else math.nan,
-                                   "generations_per_step": float(np.mean([r["rollout/generations"] for r in steps
-                                                                         if r.get("rollout/generations") is not None]))
-                                   if steps else math.nan,
-                                   "effective_frac": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps]))
-                                   if steps else math.nan}
+    per_seed = {method: {s: run_figures(by_seed.get(s, []), targets[s]) for s in seeds}
+                for method, by_seed in records_by_method_seed.items()}
     methods: dict[str, Any] = {}
     nontrivial = [s for s in seeds if not trivial[s]]
     for method, by_seed in per_seed.items():
@@ -179,7 +181,7 @@ def finished_records(run_dir: Path, cfg: Any) -> list[dict[str, Any]] | None:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if saved != json.loads(json.dumps(cfg.to_dict())):
+    if config_diff(saved, cfg, ignore=()):  # the resume check's comparison, run-only keys included
         return None
     records = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
     if not records or records[-1].get("step") != cfg.total_steps:

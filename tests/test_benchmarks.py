@@ -376,11 +376,12 @@ def test_reference_cost_summary_by_hand():
     from benchmarks.reference_cost import markdown, summary
 
     recs = [{"step": 0, "eval/pass_rate": 0.30},
-            {"step": 1, "time/step": 2.0, "time/elapsed": 2.0, "rollout/total_generations": 48, "rollout/frac_zero_std": 0.5},
-            {"step": 2, "time/step": 3.0, "time/elapsed": 5.0, "rollout/total_generations": 72, "rollout/frac_zero_std": 0.25,
-             "eval/pass_rate": 0.45},
-            {"step": 3, "time/step": 4.0, "time/elapsed": 9.0, "rollout/total_generations": 96, "rollout/frac_zero_std": 1.0,
-             "eval/pass_rate": 0.40}]
+            {"step": 1, "time/step": 2.0, "time/elapsed": 2.0, "rollout/generations": 48, "rollout/total_generations": 48,
+             "rollout/frac_zero_std": 0.5},
+            {"step": 2, "time/step": 3.0, "time/elapsed": 5.0, "rollout/generations": 24, "rollout/total_generations": 72,
+             "rollout/frac_zero_std": 0.25, "eval/pass_rate": 0.45},
+            {"step": 3, "time/step": 4.0, "time/elapsed": 9.0, "rollout/generations": 24, "rollout/total_generations": 96,
+             "rollout/frac_zero_std": 1.0, "eval/pass_rate": 0.40}]
     r = summary(recs, target=0.42)
     assert r["generations_per_step"] == 32 and r["seconds_per_step"] == 3.0
     assert r["spread_share"] == pytest.approx((0.5 + 0.75 + 0.0) / 3)
