@@ -94,7 +94,11 @@ DOTS_RR_HISTORY = arm("dots_rr", "DOTS+RR (history)", method="dots_rr", predicto
 DOTS_RR_PAPER = arm("dots_rr_paper", "DOTS+RR (paper)", method="dots_rr", predictor_mode="paper")
 DOTS_HISTORY = arm("dots", "DOTS (history)", method="dots", predictor_mode="history")
 RR = arm("rr", "RR", method="rr")
+DAPO = arm("dapo", "DAPO filter", method="dapo")
+DOTS_RR_CAPPED = arm("dots_rr_cap2", "DOTS+RR (history, c capped at 2)", method="dots_rr", predictor_mode="history",
+                     max_importance_weight=2.0)
 DEFAULT_ARMS = (GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER)
+MINI_ARMS = (GRPO, DOTS_HISTORY, RR, DOTS_RR_HISTORY, DOTS_RR_PAPER, DAPO, DOTS_RR_CAPPED)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,17 @@ def cpu() -> Bench:
         torch_threads=2, sec_per_generated_token=0.0035, sec_per_trained_token=0.0035)
 
 
+def mini() -> Bench:
+    """The pre-registered protocol of benchmarks/README.md ("Protocol of the mini benchmark")."""
+    base = Config.from_flat({"preset": "mini", "checkpoint_every": 0, "threads": 1})
+    return Bench(
+        name="mini", train=base, seeds=tuple(range(10)), arms=MINI_ARMS,
+        predictor=PredictorBench(probe_size=64, labelled_size=128, group_size=8, reference_sizes=(8, 16, 64),
+                                 embedders=("minilm", "policy", "hash"), history_size=64, repeats=5, fit_steps=100),
+        peer=PeerBench(prompts=16, generations=8, max_new_tokens=19, warmup_steps=1, timed_steps=3),
+        torch_threads=1, sec_per_generated_token=6e-5, sec_per_trained_token=3e-5)
+
+
 def gpu() -> Bench:
     return Bench(
         name="gpu", train=paper(), seeds=(0, 1, 2),
@@ -172,7 +187,7 @@ def gpu() -> Bench:
         sec_per_generated_token=2e-4, sec_per_trained_token=2e-5)
 
 
-CONFIGS: dict[str, Callable[[], Bench]] = {"tiny": tiny, "cpu": cpu, "gpu": gpu}
+CONFIGS: dict[str, Callable[[], Bench]] = {"tiny": tiny, "cpu": cpu, "mini": mini, "gpu": gpu}
 
 
 def estimate_seconds(bench: Bench, parts: tuple[str, ...]) -> dict[str, float]:

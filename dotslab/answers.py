@@ -15,6 +15,8 @@ instruction that follows its prompt and how :mod:`dotslab.rewards` extracts and 
   math    Reason step by step, and put your final answer   math-verify on the text it parses: the
           within \\boxed{}.                                answer tag, else the whole completion,
                                                            else the answer span
+  scratch (none: the miniature policy was pretrained on     the text after the last ``>``, equal as a
+  pad     the bare question)                               string of digits (the ``addition`` task)
   ======  ===============================================  =========================================
 
 The *answer span* (:func:`answer_span`) is the first found of: the last ``<answer>...</answer>``
@@ -47,6 +49,7 @@ INSTRUCTIONS: Mapping[str, str] = {
     "text": "Give only the final answer.",
     "list": "Give only the final answer, as a comma-separated list.",
     "math": "Reason step by step, and put your final answer within \\boxed{}.",
+    "scratchpad": "",
 }
 """Default instruction per answer format; the keys are the valid formats."""
 ANSWER_FORMATS = tuple(INSTRUCTIONS)
@@ -172,6 +175,13 @@ def answer_span(completion: str, gold: str) -> str | None:
         return _clean(completion, gold)
     lines = [line for line in completion.splitlines() if line.strip()]
     return _clean(lines[-1], gold) if lines else None
+
+
+def scratchpad_answer(completion: str) -> str | None:
+    """The text after the last ``>`` of a completion, stripped; None when there is no ``>``."""
+    if ">" not in completion:
+        return None
+    return completion.rsplit(">", 1)[1].strip()
 
 
 def list_items(text: str) -> list[str]:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-METHODS = ("grpo", "dots", "rr", "dots_rr")
+METHODS = ("grpo", "dots", "rr", "dots_rr", "dapo")
 REFERENCE_STRATEGIES = ("random", "diverse", "stratified")
 PREDICTOR_MODES = ("paper", "history")
 REWARDS = ("auto", "exact", "math_verify", "reasoning_gym", "text", "list")
@@ -55,6 +55,9 @@ class GRPOConfig:
     """β: KL penalty to the initial policy (k3 estimator). Paper 0, which needs no reference model."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip."""
+    max_importance_weight: float = 0.0
+    """Truncate the replay weight c = π_old/μ at this value (0: off, the authors' rule) [ours]:
+    docs/method.md §5 "Truncating c"."""
     temperature: float = 0.6
     """T: sampling temperature for every rollout; log-probs use logits / T. Paper 0.6."""
     top_p: float = 1.0
@@ -125,6 +128,9 @@ class SelectionConfig:
     """µ: training steps per selection round; the reference set is re-rolled once per round. Paper 2."""
     reuse_reference_rollouts: bool = False
     """Reuse reference groups whose measured difficulty is near α as fresh groups [paper App. A.1]."""
+    max_refills: int = 8
+    """Method 'dapo': refill rounds per step at most (verl's ``max_num_gen_batches``); a step still short of
+    B groups with spread then trains on those it has and logs ``rollout/filter_shortfall``."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,9 @@ class ReplayConfig:
 @dataclass(frozen=True)
 class Config:
     method: str = "grpo"
-    """'grpo' (uniform, no replay), 'dots' (selection), 'rr' (uniform + replay), 'dots_rr' (both). The
+    """'grpo' (uniform, no replay), 'dots' (selection), 'rr' (uniform + replay), 'dots_rr' (both), 'dapo'
+    (uniform with DAPO's dynamic-sampling filter: groups without reward spread are dropped and refilled,
+    docs/method.md §6 "Baseline: DAPO's filter"). The
     default is the arm with the smallest median time to target in the `cpu` benchmark, by the rule its
     protocol fixed before the run (README, "Benchmarks"): GRPO; DOTS+RR is one switch away."""
     policy: str = "smollm2"
@@ -150,8 +158,9 @@ class Config:
     'reasoning_gym:<name>[,<name>]', a .jsonl/.parquet path, or 'hf:<dataset>'."""
     train_size: int = 256
     """Questions in the training pool N (generated tasks only; files use all rows)."""
-    eval_size: int = 48
-    """Held-out evaluation questions (never trained on, never used as references)."""
+    eval_size: int = 96
+    """Held-out evaluation questions (never trained on, never used as references). With ``eval_samples`` 4,
+    96 questions give one evaluation of SmolLM2 a standard error near 0.02 (``eval/pass_rate_se``)."""
     reward: str = "auto"
     """'exact' (numeric exact match), 'math_verify', or 'auto' (exact for arithmetic and arithmetic_mix,
     reasoning-gym's scorer for reasoning_gym tasks, math-verify otherwise)."""
@@ -159,11 +168,15 @@ class Config:
     """Training steps to run."""
     eval_every: int = 6
     """Evaluate held-out pass rate every this many steps (and at step 0 and the end); 0 disables."""
-    eval_samples: int = 2
-    """Completions per held-out question at evaluation (pass rate = mean over them)."""
+    eval_samples: int = 4
+    """k: completions sampled per held-out question; held-out pass rate = mean reward over them [paper §5]."""
+    eval_temperature: float = 0.6
+    """Sampling temperature of the evaluation. Paper 0.6."""
+    eval_top_p: float = 0.95
+    """Nucleus mass of the evaluation's sampling. Paper 0.95."""
     eval_greedy: bool = False
-    """Evaluate with one greedy (argmax) completion per question instead of ``eval_samples`` samples:
-    no sampling noise, so two runs' evaluations differ only by what the policies learned."""
+    """Evaluate with one greedy (argmax) completion per question instead (off: greedy decoding measures only
+    the argmax, so it can miss a sharpening of the sampled distribution that RL fine-tuning brings)."""
     target_pass_rate: float = 0.0
     """Held-out pass rate whose first crossing is logged as time-to-target (0: not tracked)."""
     checkpoint_every: int = 5
@@ -200,6 +213,11 @@ class Config:
     @property
     def uses_replay(self) -> bool:
         return self.method in ("rr", "dots_rr")
+
+    @property
+    def filters_groups(self) -> bool:
+        """DAPO's dynamic sampling: fresh groups without reward spread are dropped and refilled."""
+        return self.method == "dapo"
 
     @property
     def fresh_per_step(self) -> int:
@@ -342,7 +360,7 @@ RANGES: dict[str, Range] = {
     # GRPO
     "group_size": at_least(2), "questions_per_step": at_least(1), "minibatch_questions": at_least(1),
     "learning_rate": interval(0, 1, open_lo=True), "weight_decay": UNIT, "clip_eps": interval(0, 1, open_lo=True, open_hi=True),
-    "kl_coef": at_least(0), "max_grad_norm": Range("> 0 (inf: no clipping)", lambda v: v > 0),
+    "kl_coef": at_least(0), "max_importance_weight": at_least(0), "max_grad_norm": Range("> 0 (inf: no clipping)", lambda v: v > 0),
     "temperature": POSITIVE, "top_p": interval(0, 1, open_lo=True), "max_new_tokens": at_least(1),
     "advantage": one_of("std", "mean"), "aggregation": one_of("token", "sequence"), "micro_batch_size": at_least(1),
     "rollout_engine": one_of("hf", "vllm"), "bf16_autocast": one_of(True, False),
@@ -355,13 +373,14 @@ RANGES: dict[str, Range] = {
     "later_reference_set_size": at_least(-1),
     # selection
     "target_difficulty": UNIT, "selection_temperature": POSITIVE, "steps_per_round": at_least(1),
-    "reuse_reference_rollouts": one_of(True, False),
+    "reuse_reference_rollouts": one_of(True, False), "max_refills": at_least(0),
     # replay
     "fresh_fraction": UNIT, "buffer_capacity": at_least(1), "filter_on_write": one_of(True, False),
     # run
     "method": one_of(*METHODS), "policy": NON_EMPTY, "task": NON_EMPTY, "train_size": at_least(1),
     "eval_size": at_least(0), "reward": one_of(*REWARDS), "total_steps": at_least(0),
-    "eval_every": at_least(0), "eval_samples": at_least(1), "eval_greedy": one_of(True, False), "target_pass_rate": UNIT,
+    "eval_every": at_least(0), "eval_samples": at_least(1), "eval_greedy": one_of(True, False),
+    "eval_temperature": POSITIVE, "eval_top_p": interval(0, 1, open_lo=True), "target_pass_rate": UNIT,
     "checkpoint_every": at_least(0), "keep_checkpoints": at_least(1), "max_bad_steps": at_least(1),
     "seed": interval(0, 2**32 - 1), "device": matching(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, mps, cuda[:N] or xpu[:N]"), "threads": at_least(0),
     "run_root": NON_EMPTY,
@@ -429,6 +448,14 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         max_new_tokens=6, temperature=1.0, micro_batch_size=8, bf16_autocast=False, reference_set_size=2,
         embedder="hash", adapter_hidden_size=16, adapter_steps_per_round=2, min_labels_to_train=4,
         fresh_fraction=0.5, buffer_capacity=8, threads=1),
+    # The miniature world (dotslab.mini): a ~1M-parameter policy pretrained here on carry-scratchpad
+    # addition, where GRPO learns within minutes on 2 cores; DOTS + replay with the history predictor.
+    "mini": dict(
+        method="dots_rr", predictor_mode="history", policy="mini", task="addition:2-4", train_size=1024,
+        eval_size=256, total_steps=150, eval_every=10, eval_samples=4, checkpoint_every=50, group_size=8,
+        questions_per_step=16, minibatch_questions=16, learning_rate=3e-4, max_new_tokens=19, temperature=0.6,
+        micro_batch_size=128, bf16_autocast=False, reference_set_size=8, buffer_capacity=16, fresh_fraction=0.5,
+        steps_per_round=2),
 }
 
 
@@ -454,7 +481,12 @@ def tiny() -> Config:
     return Config.from_flat({"preset": "tiny"})
 
 
-PRESETS = {"paper": paper, "cpu_demo": cpu_demo, "tiny": tiny}
+def mini() -> Config:
+    """The miniature world (dotslab.mini): DOTS+RR (history) on the ~1M-parameter policy and ``addition:2-4``."""
+    return Config.from_flat({"preset": "mini"})
+
+
+PRESETS = {"paper": paper, "cpu_demo": cpu_demo, "tiny": tiny, "mini": mini}
 
 
 def from_namespace(namespace: Mapping[str, Any], *, exclude: tuple[str, ...] = ()) -> Config:

@@ -16,6 +16,7 @@ Deviations / decisions:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -212,6 +213,86 @@ def arithmetic_mix_questions(n: int, seed: int, mix: Sequence[Stratum] = ARITHME
     return QuestionSet(out, source)
 
 
+# ---- addition with a worked scratchpad (the miniature's task family, dotslab.mini) ---------------------------------------------------------------------------
+def worked_answer(a: int, b: int) -> str:
+    """The completion for ``a+b=``: per position from the right, sum digit and carry; then ``>`` and a + b.
+
+    >>> worked_answer(445, 908)
+    '31,50,31>1353'
+    """
+    da, db = str(a)[::-1], str(b)[::-1]
+    carry, parts = 0, []
+    for i in range(max(len(da), len(db))):
+        s = int(da[i] if i < len(da) else 0) + int(db[i] if i < len(db) else 0) + carry
+        carry = s // 10
+        parts.append(f"{s % 10}{carry}")
+    return ",".join(parts) + ">" + str(a + b)
+
+
+def is_rl_question(prompt: str, share: int = 8) -> bool:
+    """True for the 1-in-``share`` questions reserved for training pools and held-out sets (decision 1)."""
+    return int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16) % share == 0
+
+
+def _operands(rng: random.Random, digits: int) -> tuple[int, int]:
+    lo = 0 if digits == 1 else 10 ** (digits - 1)
+    return rng.randint(lo, 10 ** digits - 1), rng.randint(lo, 10 ** digits - 1)
+
+
+def addition_questions(n: int, seed: int, digits: Sequence[int] = (2, 3, 4, 5, 6)):
+    """n distinct RL-part questions (decision 1), an equal share per digit count, shuffled by seed.
+
+    ``metadata``: ``digits``, ``level`` (digits - min digits, for stratified reference sets),
+    ``answer_format`` 'scratchpad' (no instruction; :func:`final_answer` is checked).
+    """
+    digits = sorted(set(digits))
+    if not digits or digits[0] < 1:
+        raise DataError(f"addition: digit counts must be >= 1, got {list(digits)}")
+    rng, seen, out = random.Random(seed), set(), []
+    counts = [n // len(digits) + (i < n % len(digits)) for i in range(len(digits))]
+    for d, count in zip(digits, counts):
+        space = (10 if d == 1 else 9 * 10 ** (d - 1)) ** 2 // 8
+        if count > space // 2:
+            raise DataError(f"addition: {count} questions of {d} digits asked for, but only about {space} exist "
+                            f"in the RL part; ask for fewer or use more digits")
+        taken = 0
+        while taken < count:
+            a, b = _operands(rng, d)
+            prompt = f"{a}+{b}="
+            if prompt in seen or not is_rl_question(prompt):
+                continue
+            seen.add(prompt)
+            meta = {"task": "addition", "answer_format": "scratchpad", "digits": d, "level": d - digits[0]}
+            out.append(Question(f"add{d}-{taken:05d}", prompt, str(a + b), meta))
+            taken += 1
+    rng.shuffle(out)
+    return QuestionSet(out, "addition")
+
+
+ADDITION_DIGITS = (2, 3, 4, 5, 6)
+"""Digit counts of the ``addition`` task (the miniature's RL pool and held-out set)."""
+
+
+def addition_digits(task: str) -> tuple[int, ...]:
+    """Digit counts named by ``addition`` (:data:`ADDITION_DIGITS`) or ``addition:<lo>-<hi>`` / ``addition:<n>``."""
+    _, _, spec = task.partition(":")
+    if not spec:
+        return ADDITION_DIGITS
+    lo, _, hi = spec.partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise DataError(f"task {task!r}: write addition:<lo>-<hi> with digit counts, e.g. addition:2-6") from None
+    if not 1 <= lo_i <= hi_i <= 12:
+        raise DataError(f"task {task!r}: need 1 <= lo <= hi <= 12 digits")
+    return tuple(range(lo_i, hi_i + 1))
+
+
+def max_new_tokens_for(digits: int) -> int:
+    """Completion tokens for ``digits``-digit operands: 3 per position, ``>``, up to digits + 1, EOS."""
+    return 4 * digits + 3
+
+
 def _distinct_rg_items(rg: Any, name: str, want: int, seed: int, seen: set[str], kwargs: Mapping[str, Any],
                        source: str) -> list[dict]:
     """The first ``want`` items of generator ``name`` whose question text is new."""
@@ -271,6 +352,8 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
         full = arithmetic_questions(size, cfg.seed)
     elif task == "arithmetic_mix":
         full = arithmetic_mix_questions(size, cfg.seed)
+    elif task == "addition" or task.startswith("addition:"):
+        full = addition_questions(size, cfg.seed, addition_digits(task))
     elif task.startswith("reasoning_gym:"):
         full = reasoning_gym_questions([s.strip() for s in task[len("reasoning_gym:"):].split(",") if s.strip()],
                                        size, cfg.seed)
@@ -280,7 +363,7 @@ def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
     elif Path(task).suffix.lower() in READERS:
         full = load_file(task)
     else:
-        raise DataError(f"unknown task {task!r}: use 'arithmetic', 'arithmetic_mix', 'reasoning_gym:<name>[,<name>]', "
+        raise DataError(f"unknown task {task!r}: use 'arithmetic', 'arithmetic_mix', 'addition[:<lo>-<hi>]', 'reasoning_gym:<name>[,<name>]', "
                         f"'hf:<name>[:<split>]' or a {'/'.join(READERS)} path")
     return full.split(cfg.eval_size, cfg.seed)
 

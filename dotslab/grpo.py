@@ -11,6 +11,9 @@ Deviations / decisions:
   3. Aggregation: the code's token-level mean over the minibatch by default; the paper's
      per-sequence mean then mean over sequences is ``aggregation='sequence'``.
   4. An optional k3 KL penalty to a reference policy (β = 0 in the paper, so off by default).
+  5. An optional truncation of c at ``max_c`` (truncated importance sampling, as V-trace truncates its
+     weights) [ours, off by default = the authors' rule]: a replayed token whose behaviour policy is far
+     from π_old cannot scale its gradient without bound (mean c reached 109 on one SmolLM2 step).
 """
 from __future__ import annotations
 
@@ -46,19 +49,25 @@ class LossStats:
 
 
 def token_policy_loss(logp: torch.Tensor, behaviour_logp: torch.Tensor, old_logp: torch.Tensor,
-                      advantages: torch.Tensor, clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      advantages: torch.Tensor, clip_eps: float, max_c: float = 0.0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token clipped surrogate with off-policy correction (docs/method.md §5), all inputs (n_tok,).
 
         ρ = exp(log π_θ - log μ),  c = exp(log π_old - log μ)
         loss_t = max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε)))
 
-    which equals -c·min(r·A, clip(r, 1-ε, 1+ε)·A) with r = π_θ/π_old. Returns (loss_t, is_clipped).
+    which equals -c·min(r·A, clip(r, 1-ε, 1+ε)·A) with r = π_θ/π_old. With ``max_c`` > 0 the weight c
+    is truncated [ours, off by default]: loss_t = -min(c, max_c)·min(r·A, clip(r, 1-ε, 1+ε)·A), i.e. the
+    loss above times min(c, max_c)/c. Returns (loss_t, is_clipped).
     """
     rho = torch.exp(logp - behaviour_logp)                       # (n_tok,)
     c = torch.exp(old_logp - behaviour_logp).detach()            # (n_tok,)
     unclipped = -advantages * rho
     clipped = -advantages * torch.clamp(rho, c * (1 - clip_eps), c * (1 + clip_eps))
-    return torch.maximum(unclipped, clipped), (clipped > unclipped).detach()
+    loss = torch.maximum(unclipped, clipped)
+    if max_c > 0:
+        loss = loss * (torch.clamp(c, max=max_c) / c)            # (n_tok,)
+    return loss, (clipped > unclipped).detach()
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -83,13 +92,15 @@ AGGREGATIONS = {"token": aggregate_token_mean, "sequence": aggregate_sequence_me
 
 def policy_loss(logp: list[torch.Tensor], behaviour_logp: list[torch.Tensor], old_logp: list[torch.Tensor],
                 advantages: torch.Tensor, *, clip_eps: float, aggregation: str = "token",
-                ref_logp: list[torch.Tensor] | None = None, kl_coef: float = 0.0) -> tuple[torch.Tensor, LossStats]:
-    """The minibatch loss over S sequences: per-sequence token log-prob lists and advantages (S,)."""
+                ref_logp: list[torch.Tensor] | None = None, kl_coef: float = 0.0,
+                max_c: float = 0.0) -> tuple[torch.Tensor, LossStats]:
+    """The minibatch loss over S sequences: per-sequence token log-prob lists and advantages (S,);
+    ``max_c`` > 0 truncates the importance weight c (:func:`token_policy_loss`)."""
     lengths = [len(x) for x in logp]
     cat = torch.cat
     adv = cat([advantages[i].expand(n) for i, n in enumerate(lengths)]) if lengths else advantages[:0]  # (n_tok,)
     lp, behaviour, old = cat(logp), cat(behaviour_logp).to(logp[0]), cat(old_logp).to(logp[0])
-    per_token, is_clipped = token_policy_loss(lp, behaviour, old, adv.to(lp), clip_eps)
+    per_token, is_clipped = token_policy_loss(lp, behaviour, old, adv.to(lp), clip_eps, max_c)
     kl = torch.zeros((), dtype=lp.dtype)
     if ref_logp is not None and kl_coef > 0:
         kl_t = k3_kl(lp, cat(ref_logp).to(lp))

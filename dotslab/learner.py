@@ -159,7 +159,7 @@ def policy_update(model, optimizer: torch.optim.Optimizer, fresh: Sequence[Group
             loss, st = policy_loss(logp, [behaviour[j] for j in part], [old[j] for j in part], advantages[part],
                                    clip_eps=cfg.clip_eps, aggregation=cfg.aggregation,
                                    ref_logp=[ref[j] for j in part] if ref is not None else None,
-                                   kl_coef=cfg.kl_coef)
+                                   kl_coef=cfg.kl_coef, max_c=cfg.max_importance_weight)
             # the loss over the trained rows, rescaled to the aggregation over the whole minibatch
             weight = (sum(len(completions[j]) for j in part) if cfg.aggregation == "token" else len(part)) / denom
             if not torch.isfinite(loss):

@@ -9,7 +9,9 @@ Deviations / decisions:
      without that key and cached once as a plain fp32 folder (``~/.cache/dotslab/smollm2-fp32``,
      or $DOTSLAB_CACHE). Call it "SmolLM2-135M-Instruct (Q4_1, dequantized)" in write-ups.
   2. 'tiny' is a random-init 2-layer Llama over a character tokenizer built here, for tests.
-  3. transformers' "Loading weights" bars are switched off while a local model loads (it takes a
+  3. 'mini' is the ~1M-parameter Llama that :mod:`dotslab.mini` pretrains on the ``addition`` task
+     family, built once into the same cache.
+  4. transformers' "Loading weights" bars are switched off while a local model loads (it takes a
      fraction of a second, and the bars cluttered every notebook cell that opens a policy).
 """
 from __future__ import annotations
@@ -26,14 +28,13 @@ from typing import Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .cache import cache_root
+from .mini import mini_path
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DOTSLAB_CACHE", Path.home() / ".cache" / "dotslab"))
 
 
 def smollm2_gguf_dir() -> str:
@@ -112,10 +113,14 @@ def quiet_loading() -> Iterator[None]:
 
 
 def load_policy(name: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """'smollm2' | 'tiny' | HF id or local folder -> (fp32 model in train mode, left-padding tokenizer)."""
+    """'smollm2' | 'mini' | 'tiny' | HF id or local folder -> (fp32 model in train mode, left-padding tokenizer)."""
     if name == "tiny":
         tok = tiny_tokenizer()
         model = tiny_policy(tok, seed)
+    elif name == "mini":
+        path = mini_path(cache_root())
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     else:
         path = str(smollm2_path()) if name == "smollm2" else name
         with quiet_loading():

@@ -173,6 +173,24 @@ class RoundPlanner:
         return StepPlan(self.step, self.round - 1, tuple(fresh), tuple((g.question.id, g.step) for g in replay),
                         refs, tuple(batch.reused))
 
+    def refill(self, n: int, exclude_ids: set[str]) -> list[int]:
+        """Method 'dapo': ``n`` more uniform questions for this step, none of ``exclude_ids`` (drawn from the
+        epoch sampler, so the refills use up the pool as the step's own draws do)."""
+        out: list[int] = []
+        for _ in range(4):  # an epoch boundary can repeat a question of this step: draw again
+            out += [int(i) for i in self.uniform.draw(n - len(out)) if self.pool[int(i)].id not in exclude_ids
+                    and int(i) not in out]
+            if len(out) == n:
+                break
+        return out
+
+    def record_discarded(self, groups: Sequence[Group]) -> None:
+        """Method 'dapo': groups generated this step and dropped by the filter count as generations."""
+        G = self.cfg.grpo.group_size
+        self.total_generations += len(groups) * G
+        self.metrics["rollout/generations"] = self.metrics.get("rollout/generations", 0) + len(groups) * G
+        self.metrics["rollout/discarded_groups"] = self.metrics.get("rollout/discarded_groups", 0.0) + len(groups)
+
     def reused_groups(self, plan: StepPlan) -> list[Group]:
         """The reference groups that ``plan`` trains on as fresh groups (``reuse_reference_rollouts``)."""
         return [self.state.reference_groups[i] for i in plan.reused]

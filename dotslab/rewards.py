@@ -29,7 +29,7 @@ from fractions import Fraction
 from typing import Any, Callable
 
 from .answers import (answer_format, answer_span, extract_last_number, last_tagged, list_items, number_answer,
-                      to_fraction)
+                      scratchpad_answer, to_fraction)
 from .records import Question
 
 RewardFn = Callable[[str, Question], float]
@@ -106,9 +106,16 @@ def _check_reasoning_gym(completion: str, question: Question) -> tuple[str | Non
     return found, 1.0 if score == 1.0 else 0.0
 
 
+def _check_scratchpad(completion: str, question: Question) -> tuple[str | None, float]:
+    """The miniature's ``addition``: the digits after the last '>' must be the answer, as written."""
+    found = scratchpad_answer(completion)
+    return found, float(found is not None and found == question.answer.strip())
+
+
 _CHECKS: dict[str, Check] = {"exact": _check_number, "text": _check_text, "list": _check_list,
-                             "math_verify": _check_math, "reasoning_gym": _check_reasoning_gym}
-_AUTO = {"number": "exact", "text": "text", "list": "list", "math": "math_verify"}
+                             "math_verify": _check_math, "reasoning_gym": _check_reasoning_gym,
+                             "scratchpad": _check_scratchpad}
+_AUTO = {"number": "exact", "text": "text", "list": "list", "math": "math_verify", "scratchpad": "scratchpad"}
 
 
 def exact_match(completion: str, question: Question) -> float:

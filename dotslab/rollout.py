@@ -17,6 +17,7 @@ Deviations / decisions:
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -38,8 +39,10 @@ class Sample:
 
 
 class RolloutEngine(Protocol):
-    def sample(self, prompts: Sequence[str], n: int, *, greedy: bool = False) -> list[list[Sample]]:
-        """Return n samples per prompt (``greedy``: argmax decoding), completions cut after the first EOS."""
+    def sample(self, prompts: Sequence[str], n: int, *, greedy: bool = False, temperature: float | None = None,
+               top_p: float | None = None) -> list[list[Sample]]:
+        """Return n samples per prompt (``greedy``: argmax decoding), completions cut after the first EOS;
+        ``temperature`` / ``top_p`` replace the engine's own for this call (the evaluation's settings)."""
 
     def sync_weights(self) -> None:
         """Called after every policy update so the engine samples from the current policy."""
@@ -59,7 +62,8 @@ class HFGenerateEngine:
         pass  # samples from the live model
 
     @torch.no_grad()
-    def sample(self, prompts: Sequence[str], n: int, *, greedy: bool = False) -> list[list[Sample]]:
+    def sample(self, prompts: Sequence[str], n: int, *, greedy: bool = False, temperature: float | None = None,
+               top_p: float | None = None) -> list[list[Sample]]:
         tok, model = self.tokenizer, self.model
         if not prompts:
             return []
@@ -67,7 +71,8 @@ class HFGenerateEngine:
         model.eval()
         ids = [torch.tensor(tok(p, add_special_tokens=False)["input_ids"], dtype=torch.long) for p in prompts]
         completions = sample_completions(model, ids, n, max_new_tokens=self.max_new_tokens,
-                                         temperature=self.temperature, top_p=self.top_p,
+                                         temperature=self.temperature if temperature is None else temperature,
+                                         top_p=self.top_p if top_p is None else top_p,
                                          eos_token_id=tok.eos_token_id, autocast=self.autocast, greedy=greedy,
                                          max_rows=self.batch_size)
         model.train(was_training)
@@ -110,20 +115,44 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
 
 
 def measure_correct(engine: RolloutEngine, tokenizer, questions: Sequence[Question], samples: int,
-                    reward: SafeReward, *, greedy: bool = False) -> np.ndarray:
+                    reward: SafeReward, *, greedy: bool = False, temperature: float | None = None,
+                    top_p: float | None = None) -> np.ndarray:
     """(N, samples) bool: whether each of ``samples`` completions per question is correct (``greedy``: one
-    argmax completion each). The one place a question set's pass rates / difficulties are measured."""
+    argmax completion each; ``temperature`` / ``top_p``: sampling settings other than the engine's).
+    The one place a question set's pass rates / difficulties are measured."""
     if not questions:
         return np.zeros((0, 1 if greedy else samples), dtype=bool)
     prompts = [render_prompt(q, tokenizer) for q in questions]
-    per_prompt = engine.sample(prompts, 1, greedy=True) if greedy else engine.sample(prompts, samples)
+    per_prompt = (engine.sample(prompts, 1, greedy=True) if greedy
+                  else engine.sample(prompts, samples, temperature=temperature, top_p=top_p))
     return np.array([[reward(s.text, q)[1] for s in group] for q, group in zip(questions, per_prompt)], dtype=bool)
 
 
-def evaluate_pass_rate(engine: RolloutEngine, tokenizer, questions: Sequence[Question], samples: int,
-                       reward: SafeReward, *, greedy: bool = False) -> float:
-    """Held-out pass rate: mean share of correct completions over ``samples`` per question
-    (``greedy``: one argmax completion per question)."""
-    if not questions:
+def pass_rate_standard_error(correct: np.ndarray) -> float:
+    """Sampling standard error of the mean pass rate of a fixed question set, from (N, k) correctness.
+
+    With p̂_q the share correct of question q's k samples, each p̂_q has variance p_q(1 - p_q)/k, estimated
+    without bias by p̂_q(1 - p̂_q)/(k - 1); the mean over N questions has SE = sqrt(Σ_q p̂_q(1 - p̂_q)/(k - 1)) / N.
+    With k = 1 (greedy or one sample) per-question spread is unknown: p̄(1 - p̄)/N is used instead
+    (binomial over all completions). The question set itself is fixed, so its choice adds no term.
+    """
+    n, k = correct.shape
+    if n == 0:
         return float("nan")
-    return float(measure_correct(engine, tokenizer, questions, samples, reward, greedy=greedy).mean())
+    if k == 1:
+        p = float(correct.mean())
+        return math.sqrt(p * (1 - p) / n)
+    p_q = correct.mean(axis=1)                                                   # (N,)
+    return math.sqrt(float((p_q * (1 - p_q)).sum()) / (k - 1)) / n
+
+
+def evaluate_pass_rate(engine: RolloutEngine, tokenizer, questions: Sequence[Question], samples: int,
+                       reward: SafeReward, *, greedy: bool = False, temperature: float | None = None,
+                       top_p: float | None = None) -> tuple[float, float]:
+    """Held-out (pass rate, its standard error): mean share of correct completions over ``samples`` per
+    question, sampled at ``temperature`` / ``top_p`` (``greedy``: one argmax completion per question)."""
+    if not questions:
+        return float("nan"), float("nan")
+    correct = measure_correct(engine, tokenizer, questions, samples, reward, greedy=greedy,
+                              temperature=temperature, top_p=top_p)
+    return float(correct.mean()), pass_rate_standard_error(correct)

@@ -175,6 +175,22 @@ class Run:
                               step=step, temperature=gcfg.temperature, micro_batch_size=gcfg.micro_batch_size,
                               autocast=gcfg.bf16_autocast, stopwatch=clock, behaviour_logprobs=behaviour_logprobs)
 
+    def refill(self, fresh: list[Group], step: int, clock: Stopwatch) -> list[Group]:
+        """Method 'dapo' (DAPO's dynamic sampling, docs/method.md §6): drop groups without reward spread and
+        roll out more uniform questions until B groups have spread or ``max_refills`` rounds ran; every
+        dropped group's generations count (``planner.record_discarded``)."""
+        B, planner = self.cfg.grpo.questions_per_step, self.planner
+        kept, dropped, rounds = [g for g in fresh if g.has_variance], [g for g in fresh if not g.has_variance], 0
+        while len(kept) < B and rounds < self.cfg.selection.max_refills:
+            more = self.rollout(planner.refill(B - len(kept), {g.question.id for g in kept + dropped}), step, clock)
+            kept += [g for g in more if g.has_variance]
+            dropped += [g for g in more if not g.has_variance]
+            rounds += 1
+        planner.record_discarded(dropped)
+        planner.metrics.update({"rollout/refill_rounds": float(rounds),
+                                "rollout/filter_shortfall": float(max(0, B - len(kept)))})
+        return kept
+
     def update(self, fresh: list[Group], replayed: list[Group], step: int):
         result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
                                rng=np.random.default_rng([self.cfg.seed, step, 2]), ref_model=self.ref_model)
@@ -184,9 +200,10 @@ class Run:
     def evaluate(self, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         seed_everything(self.cfg.seed + 7919, step)  # eval sampling must not shift the training RNG stream
-        rate = evaluate_pass_rate(self.engine, self.tokenizer, list(self.eval_set), self.cfg.eval_samples, self.reward,
-                                  greedy=self.cfg.eval_greedy)
-        out = {"eval/pass_rate": rate, "time/eval": time.perf_counter() - t0,
+        cfg = self.cfg
+        rate, se = evaluate_pass_rate(self.engine, self.tokenizer, list(self.eval_set), cfg.eval_samples, self.reward,
+                                      greedy=cfg.eval_greedy, temperature=cfg.eval_temperature, top_p=cfg.eval_top_p)
+        out = {"eval/pass_rate": rate, "eval/pass_rate_se": se, "time/eval": time.perf_counter() - t0,
                "eval/reward_errors": self.reward.pop_error_count(), "eval/reward_clamped": self.clamped.pop_count()}
         s = self.state
         if self.cfg.target_pass_rate > 0 and s.to_target is None and rate >= self.cfg.target_pass_rate:
@@ -267,6 +284,8 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
         # --- 3. rollout: G completions per fresh question (their μ comes with the update's first forward)
         with clock("time/generation"):
             fresh = run.rollout(plan.fresh, step, clock) + planner.reused_groups(plan)
+            if cfg.filters_groups:  # DAPO's baseline: only groups with reward spread train
+                fresh = run.refill(fresh, step, clock)
         # --- 4. score & advantages: rewards came with the rollouts; advantages are recomputed in the update
         # --- 5. mix with replay: stored groups with their μ, corrected by c = π_old/μ in the loss
         replayed = planner.replay_groups(plan.replay)

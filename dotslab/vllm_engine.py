@@ -93,17 +93,22 @@ class VLLMEngine:
         return cls(llm, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                    policy=model, model_dir=model_dir)
 
-    def _sampling_params(self, n: int, greedy: bool = False) -> Any:
+    def _sampling_params(self, n: int, greedy: bool = False, temperature: float | None = None,
+                         top_p: float | None = None) -> Any:
         cls = self._sampling_params_cls or import_vllm().SamplingParams
-        return cls(n=n, temperature=0.0 if greedy else self.temperature, top_p=1.0 if greedy else self.top_p,
+        temperature = self.temperature if temperature is None else temperature
+        top_p = self.top_p if top_p is None else top_p
+        return cls(n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
                    max_tokens=self.max_new_tokens, stop_token_ids=[self.tokenizer.eos_token_id])
 
-    def sample(self, prompts: Sequence[str], n: int, *, greedy: bool = False) -> list[list[Sample]]:
-        """n samples per prompt (``RolloutEngine.sample``; ``greedy``: argmax), completions cut after the first EOS."""
+    def sample(self, prompts: Sequence[str], n: int, *, greedy: bool = False, temperature: float | None = None,
+               top_p: float | None = None) -> list[list[Sample]]:
+        """n samples per prompt (``RolloutEngine.sample``; ``greedy``: argmax; ``temperature`` / ``top_p``
+        replace the engine's own for this call), completions cut after the first EOS."""
         if not prompts:
             return []
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        outputs = self.llm.generate([{"prompt_token_ids": x} for x in ids], self._sampling_params(n, greedy),
+        outputs = self.llm.generate([{"prompt_token_ids": x} for x in ids], self._sampling_params(n, greedy, temperature, top_p),
                                     use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(prompts)} prompts")

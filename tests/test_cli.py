@@ -77,7 +77,7 @@ def test_failing_cell_exits_nonzero_with_both_paths_and_resume_works(tmp_path):
 # ---- refused up front: exit 2, the key or the folder named, no traceback, no kernel started -----------
 @pytest.mark.parametrize("key,value,message", [
     ("max_grad_norm", "-1", "max_grad_norm must be > 0"),
-    ("preset", "nonexistent", "preset must be one of ('paper', 'cpu_demo', 'tiny'), got 'nonexistent'"),
+    ("preset", "nonexistent", "preset must be one of ('paper', 'cpu_demo', 'tiny', 'mini'), got 'nonexistent'"),
     ("seed", "-1", "seed must be in [0, 4294967295], got -1"),
     ("device", "gpu", "device must be auto, cpu, mps, cuda[:N] or xpu[:N], got 'gpu'"),
     ("learning_rate", "fast", "learning_rate must be a number, got 'fast'"),

@@ -74,7 +74,7 @@ def test_accepted_edges():
 
 
 def test_unknown_preset_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"preset must be one of \('paper', 'cpu_demo', 'tiny'\), got 'nonexistent'"):
+    with pytest.raises(ConfigError, match=r"preset must be one of \('paper', 'cpu_demo', 'tiny', 'mini'\), got 'nonexistent'"):
         Config.from_flat({"preset": "nonexistent"})
 
 

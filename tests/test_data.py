@@ -236,7 +236,7 @@ def test_file_sets_instruction_and_answer_format_per_row_or_per_file(tmp_path):
 def test_file_answer_format_and_instruction_errors_name_the_row(tmp_path):
     rows = [{"prompt": "a?", "answer": "a"}, {"prompt": "b?", "answer": "b", "answer_format": "words"}]
     with pytest.raises(DataError, match=r"bad\.jsonl: line 2: field 'answer_format' must be one of number, text, "
-                                        r"list, math, got 'words'"):
+                                        r"list, math, scratchpad, got 'words'"):
         load_file(write_jsonl(tmp_path / "bad.jsonl", rows))
     rows = [{"prompt": "a?", "answer": "a", "instruction": 3}]
     with pytest.raises(DataError, match=r"line 1: field 'instruction' must be a string, got int"):

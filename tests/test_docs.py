@@ -32,7 +32,7 @@ OLD_SPEC = re.compile(rf"(?:\.\./|/work/)shared/|shared/{OLD}|{OLD}\.md|\b{OLD}\
 OLD_TAG = re.compile(r"(?<![\w\])`$])\[[PCD](?:\]|[+/]|\s+\S|,(?:\s*[PCD]\]|(?!\s*[A-Za-z][\w-]*\])))")
 # The section topics, in the order of the old numbering that existing citations use.
 TOPICS = ["symbols", "adaptive difficulty", "predicting difficulty", "dots selection", "rollout replay",
-          "loss", "one round", "measured", "traps"]
+          "loss", "one round", "measured", "traps", "miniature"]
 
 
 def tracked(*patterns: str) -> list[str]:
@@ -153,7 +153,7 @@ def test_old_tag_detector_ignores_letters_code_and_new_tags(src):
 
 
 # ---- the repository ------------------------------------------------------------------------
-def test_method_doc_sections_are_numbered_0_to_8_in_the_old_order():
+def test_method_doc_sections_are_numbered_0_to_9_in_the_old_order():
     secs = sections(METHOD_DOC.read_text(encoding="utf-8"))
     assert sorted(secs) == list(range(len(TOPICS)))
     for n, topic in enumerate(TOPICS):

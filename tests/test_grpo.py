@@ -83,3 +83,28 @@ def test_policy_loss_stats_and_kl():
     loss_kl, stats = policy_loss(lp, lp, lp, torch.tensor([1.0, -2.0]), clip_eps=0.2,
                                  ref_logp=[x - 0.1 for x in lp], kl_coef=0.5)
     assert stats.kl > 0 and float(loss_kl) > float(loss)
+
+
+def test_truncated_c_matches_a_direct_loop_over_tokens():
+    # c = π_old/μ = 4, 0.5, 3 and 1.2: a cap of 2 truncates the first and third; the loop uses the r = π_θ/π_old form
+    behaviour = torch.log(torch.tensor([0.05, 0.4, 0.1, 0.5]))
+    old = torch.log(torch.tensor([0.2, 0.2, 0.3, 0.6]))
+    new = torch.log(torch.tensor([0.3, 0.15, 0.25, 0.6]))
+    adv = torch.tensor([1.0, -0.5, -2.0, 0.7])
+    eps, cap = 0.2, 2.0
+    loss, _ = token_policy_loss(new, behaviour, old, adv, eps, max_c=cap)
+    for t in range(4):
+        c = math.exp(old[t] - behaviour[t])
+        r = math.exp(new[t] - old[t])
+        a = float(adv[t])
+        expected = -min(c, cap) * min(r * a, max(1 - eps, min(r, 1 + eps)) * a)
+        assert math.isclose(float(loss[t]), expected, rel_tol=1e-5), t
+    untruncated, _ = token_policy_loss(new, behaviour, old, adv, eps)
+    assert torch.allclose(loss[[1, 3]], untruncated[[1, 3]])       # c <= cap: unchanged
+    assert not torch.allclose(loss[[0, 2]], untruncated[[0, 2]])   # c > cap: scaled by cap / c
+    # the gradient on a truncated token is cap/c times the untruncated one
+    x = new.clone().requires_grad_()
+    token_policy_loss(x, behaviour, old, adv, eps, max_c=cap)[0][0].backward()
+    y = new.clone().requires_grad_()
+    token_policy_loss(y, behaviour, old, adv, eps)[0][0].backward()
+    assert math.isclose(float(x.grad[0]), float(y.grad[0]) * cap / 4.0, rel_tol=1e-5)

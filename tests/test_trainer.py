@@ -218,8 +218,8 @@ def test_empty_completions_are_handled(tmp_path, tmp_cache, monkeypatch):
     from dotslab.rollout import Sample
     real = rollout.HFGenerateEngine.sample
 
-    def eos_only(self, prompts, n):
-        out = real(self, prompts, n)
+    def eos_only(self, prompts, n, **sampling):
+        out = real(self, prompts, n, **sampling)
         eos = torch.tensor([self.tokenizer.eos_token_id])
         return [[Sample(s.prompt_ids, eos[:0], "") for s in group] for group in out]
 
@@ -238,3 +238,23 @@ def test_every_emitted_metric_key_is_in_the_glossary(tmp_path, tmp_cache):
         keys |= {k for r in train(cfg, progress=False, reward_fn=parity_reward).records for k in r}
     assert {"replay/mean_c", "predictor/pearson", "predictor/keys", "time/reward", "eval/pass_rate"} <= keys
     assert keys <= set(GLOSSARY), sorted(keys - set(GLOSSARY))
+
+
+def test_dapo_filter_trains_only_groups_with_spread_and_counts_every_generation(tmp_path):
+    # questions whose id ends in an even digit never have reward spread; the rest score parity of length
+    calls = []
+
+    def reward(completion, question):
+        calls.append(question.id)
+        return 0.0 if int(question.id[-1]) % 2 == 0 else float(len(completion) % 2 == 0)
+
+    cfg = tiny_cfg(tmp_path, method="dapo", total_steps=3, eval_every=0, checkpoint_every=0, group_size=4,
+                   questions_per_step=4, minibatch_questions=4, max_refills=6)
+    res = train(cfg, progress=False, reward_fn=reward)
+    records = [r for r in res.records if r["step"] > 0]
+    assert len(calls) == records[-1]["rollout/total_generations"]  # every completion generated is counted
+    assert sum(r["rollout/discarded_groups"] for r in records) > 0
+    for r in records:
+        kept = cfg.grpo.questions_per_step - r["rollout/filter_shortfall"]
+        assert r["rollout/generations"] == (kept + r["rollout/discarded_groups"]) * cfg.grpo.group_size
+        assert r["rollout/frac_zero_std"] == 0.0  # the trained groups all have spread

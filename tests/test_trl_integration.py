@@ -121,6 +121,11 @@ def test_replayed_rows_give_the_method_loss_and_gradient(tmp_path):
 
 
 # ---- training on CPU ---------------------------------------------------------------------------
+def test_dapo_is_refused_with_a_reason(tmp_path, tmp_cache):
+    with pytest.raises(ConfigError, match="dotslab's own trainer only"):
+        build_trainer(tiny_cfg(tmp_path, method="dapo"), reward_fn=parity_reward, save_strategy="no")
+
+
 def test_dots_rr_trains_on_trl(tmp_path, tmp_cache):
     cfg = tiny_cfg(tmp_path, method="dots_rr", total_steps=5)
     trainer = build_trainer(cfg, reward_fn=parity_reward, save_strategy="no")

@@ -167,6 +167,9 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
         G, B = cfg.grpo.group_size, cfg.grpo.questions_per_step
         if args.num_generations != G or args.generation_batch_size != B * G:
             raise ConfigError(f"args must have num_generations = G = {G} and generation_batch_size = B x G = {B * G}")
+        if cfg.filters_groups:
+            raise ConfigError("method 'dapo' (the dynamic-sampling filter) runs in dotslab's own trainer only; "
+                              "TRL's steps have a fixed size (use method grpo, dots, rr or dots_rr here)")
         if cfg.uses_replay and args.scale_rewards not in ADVANTAGES:
             raise ConfigError(f"replay supports scale_rewards 'group' or 'none', not {args.scale_rewards!r}")
         questions = {q.id: q for q in list(pool) + list(eval_set or [])}
