@@ -16,6 +16,7 @@ Deviations / decisions:
 from __future__ import annotations
 
 import copy
+import ctypes
 import os
 import random
 import time
@@ -88,6 +89,15 @@ def seed_everything(seed: int, step: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
+
+
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc's ``malloc_trim``), so the resident size drops after a
+    big phase instead of staying at its peak; a no-op where glibc is absent."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
@@ -176,8 +186,12 @@ class Run:
                               autocast=gcfg.bf16_autocast, stopwatch=clock, behaviour_logprobs=behaviour_logprobs)
 
     def update(self, fresh: list[Group], replayed: list[Group], step: int):
+        """The policy update; then the gradients and the heap pages they held are freed, so sampling and
+        evaluation do not run on top of the update's peak."""
         result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
                                rng=np.random.default_rng([self.cfg.seed, step, 2]), ref_model=self.ref_model)
+        self.optimizer.zero_grad(set_to_none=True)
+        release_freed_memory()
         self.engine.sync_weights()
         return result
 
