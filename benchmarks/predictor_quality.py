@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from dotslab.data import load_task
+from dotslab.difficulty import Labels
 from dotslab.embed import make_embedder
 from dotslab.models import load_policy
 from dotslab.history import HistoryPredictor
@@ -91,7 +92,7 @@ def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.nda
                 t0 = time.perf_counter()
                 predictor = HistoryPredictor(dataclasses.replace(pred_cfg, predictor_mode="history"), emb)
                 keys = np.concatenate([refs, hist])
-                predictor.observe(keys, labels[keys].numpy(), group_size, step=0)
+                predictor.observe(Labels.measured(keys, labels[keys].numpy(), group_size, step=0))
                 pred = predictor.predict(0).difficulty[probe]
                 t_pred += time.perf_counter() - t0
                 runs.append(_quality(pred, labels[probe]))
@@ -99,7 +100,7 @@ def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.nda
             predictor = OnlinePredictor(pred_cfg, embed_dim=emb.shape[1], seed=seed)
             t0 = time.perf_counter()
             if kind == "online":
-                predictor.observe(emb[labelled], labels[labelled], round=0)
+                predictor.add_labels(emb[labelled], labels[labelled], round=0)
                 predictor.fit(fit_steps)
             fit_s, trained = time.perf_counter() - t0, predictor.is_trained
             for refs, _ in draws:

@@ -34,7 +34,7 @@ from .embed import pool_embeddings
 from .learner import policy_update
 from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, read_jsonl, truncate_after_step
 from .models import check_prompt_lengths, load_policy
-from .planner import RoundPlanner, check_pool_size
+from .planner import RoundPlanner, check_pool_size, step_metrics
 from .records import Group
 from .rewards import RewardFn, SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, evaluate_pass_rate, rollout_groups
@@ -225,11 +225,13 @@ class Run:
         for hook in self.hooks if replay_hooks else ():
             hook(record)
 
-    def finish_step(self, step: int, clock: Stopwatch, update, fresh: list[Group], started: float) -> dict[str, Any]:
-        """The step's record; evaluation and checkpoint when due (excluded from ``time/elapsed``)."""
+    def finish_step(self, step: int, clock: Stopwatch, planned: dict[str, Any], update, fresh: list[Group],
+                    started: float) -> dict[str, Any]:
+        """The step's record from the planner's ``planned`` metrics and the update; evaluation and
+        checkpoint when due (excluded from ``time/elapsed``)."""
         cfg, s = self.cfg, self.state
         s.step, s.bad_steps = step, (s.bad_steps + 1 if update.skipped else 0)
-        record = {**self.planner.metrics, **update.metrics(), **clock.seconds,
+        record = {**planned, **update.metrics(), **clock.seconds,
                   "train/completion_tokens": float(np.mean([len(r.completion_ids) for g in fresh for r in g.rollouts])),
                   "rollout/reward_errors": self.reward.pop_error_count(), "rollout/reward_clamped": self.clamped.pop_count()}
         record["time/step"] = time.perf_counter() - started
@@ -272,12 +274,12 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
         step, started, clock = state.step + 1, time.perf_counter(), Stopwatch()
         seed_everything(cfg.seed, step)
         # --- 1. predict difficulty: at a round start (DOTS methods) roll out and label the reference set
-        references = planner.begin_step()
+        start = planner.begin_step()
         with clock("time/reference"):  # μ only if a reference group may train later in the round
-            reference_groups = run.rollout(references, step, clock,
+            reference_groups = run.rollout(start.references, step, clock,
                                            behaviour_logprobs=cfg.selection.reuse_reference_rollouts)
         # --- 2. select questions: d̂ for the pool, the round's DOTS draw (or uniform batches), replay picks
-        plan = planner.plan_step(reference_groups=reference_groups)
+        plan, planned = planner.plan_step(start, reference_groups=reference_groups)
         # --- 3. rollout: G completions per fresh question (their μ comes with the update's first forward)
         with clock("time/generation"):
             fresh = run.rollout(plan.fresh, step, clock) + planner.reused_groups(plan)
@@ -287,9 +289,9 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
         # --- 6. policy update; then the fresh groups label the predictor and enter the buffer
         with clock("time/update"):
             update = run.update(fresh, replayed, step)
-        planner.record_fresh(update.fresh)  # with the μ the update computed, for the replay buffer
+        recorded = planner.record_fresh(plan, update.fresh)  # with the μ the update computed, for the buffer
         # --- 7. log / eval / checkpoint
-        record = run.finish_step(step, clock, update, fresh, started)
+        record = run.finish_step(step, clock, step_metrics(planned, recorded), update, fresh, started)
         bar.update(1)
         zero_var = record["rollout/frac_zero_std"]
         bar.set_postfix({"pass": f"{record['train/pass_rate']:.2f}",

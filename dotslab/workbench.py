@@ -24,6 +24,7 @@ import torch
 
 from .config import Config
 from .data import QuestionSet, load_task
+from .difficulty import Labels
 from .embed import pool_embeddings
 from .history import HistoryPrediction, HistoryPredictor
 from .live import Progress
@@ -138,7 +139,7 @@ class Workbench:
         now = max(age for _, age in rounds)
         for indices, age in rounds:
             indices = [int(i) for i in indices]
-            hist.observe(indices, self.label_pool(indices), self.cfg.grpo.group_size, now - age)
+            hist.observe(Labels.measured(indices, self.label_pool(indices), self.cfg.grpo.group_size, now - age))
         return hist.predict(now)
 
 
