@@ -31,7 +31,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from dotslab.data import load_task
 from dotslab.difficulty import Labels
 from dotslab.embed import make_embedder
 from dotslab.models import load_policy
@@ -39,6 +38,7 @@ from dotslab.history import HistoryPredictor
 from dotslab.predictor import OnlinePredictor, prediction_quality
 from dotslab.rewards import SafeReward, get_reward_fn
 from dotslab.rollout import HFGenerateEngine, measure_correct
+from dotslab.tasks import load_task
 from dotslab.trainer import seed_everything
 
 

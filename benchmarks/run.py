@@ -232,7 +232,7 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _embedding_cost(bench: Any, task: str | None, overhead_part: Any) -> dict[str, Any]:
     """Cold cost of embedding the training pool with the configured embedder (outside every step)."""
-    from dotslab.data import load_task
+    from dotslab.tasks import load_task
     from dotslab.models import load_policy
 
     cfg = dataclasses.replace(bench.train, seed=bench.seeds[0], task=task or bench.train.task)

@@ -455,9 +455,3 @@ def tiny() -> Config:
 
 
 PRESETS = {"paper": paper, "cpu_demo": cpu_demo, "tiny": tiny}
-
-
-def from_namespace(namespace: Mapping[str, Any], *, exclude: tuple[str, ...] = ()) -> Config:
-    """A notebook's config from its parameters cell: see :func:`dotslab.params.notebook_config`."""
-    from .params import notebook_config
-    return notebook_config(namespace, exclude=exclude)

@@ -26,6 +26,8 @@ from typing import Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .data import DataError, render_prompt
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
@@ -147,8 +149,6 @@ def check_prompt_lengths(tokenizer: PreTrainedTokenizerBase, model: PreTrainedMo
     the context times the longest vocabulary entry cannot fit, and is refused before the tokenizer
     sees it (a 10 MB prompt would otherwise take gigabytes to tokenize).
     """
-    from .data import DataError, render_prompt
-
     context = context_length(model, tokenizer)
     if context is None:
         return

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import Config
 from .metrics import TIME_KEYS, read_jsonl
 
 
@@ -211,7 +212,6 @@ def history_contents(run_dir: str | Path) -> dict[str, Any] | None:
     (``label``, ``measured_at``, ``step``, ``window``, ``predicted``: the last round's d̂ of the pool, and
     ``texts``); None when the run has no checkpoint or predicts in the paper's mode."""
     from .checkpoint import latest_checkpoint
-    from .config import Config
 
     found = latest_checkpoint(run_dir)
     if found is None:
@@ -221,7 +221,7 @@ def history_contents(run_dir: str | Path) -> dict[str, Any] | None:
     if "history" not in predictor:
         return None
     cfg = Config.from_dict(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
-    from .data import load_task
+    from .tasks import load_task
     pool, _ = load_task(cfg)
     history, state = predictor["history"], saved["planner"]["round_state"]
     return {"label": history["label"], "measured_at": history["step"], "step": int(saved["state"]["step"]),

@@ -29,7 +29,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import QuestionSet, load_task
+from .data import QuestionSet
 from .embed import pool_embeddings
 from .learner import policy_update
 from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, read_jsonl, truncate_after_step
@@ -38,6 +38,7 @@ from .planner import RoundPlanner, check_pool_size, step_metrics
 from .records import Group
 from .rewards import RewardFn, SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, evaluate_pass_rate, rollout_groups
+from .tasks import load_task
 from .timing import Stopwatch
 
 Hook = Callable[[dict[str, Any]], None]

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import QuestionSet, load_task
+from .data import QuestionSet
+from .tasks import load_task
 from .difficulty import Labels
 from .embed import pool_embeddings
 from .history import HistoryPrediction, HistoryPredictor

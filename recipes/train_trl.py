@@ -64,7 +64,7 @@ def parse(argv: list[str]) -> tuple[dict, dict, argparse.Namespace]:
 
 def embed_pool(cfg) -> int:
     """Compute and cache the pool's embeddings once, so the ranks of a launch only read them."""
-    from dotslab.data import load_task
+    from dotslab.tasks import load_task
     from dotslab.embed import pool_embeddings
     from dotslab.models import cache_root, load_policy
 

@@ -97,7 +97,8 @@ def test_step_split_and_three_percent_verdict():
 # ---- task mix -----------------------------------------------------------------------------------
 def test_write_mix_writes_the_arithmetic_mix(tmp_path):
     from benchmarks.tasks import write_mix
-    from dotslab.data import arithmetic_mix_questions, load_file
+    from dotslab.data import arithmetic_mix_questions
+    from dotslab.readers import load_file
 
     path = write_mix(tmp_path / "mix.jsonl", 40, seed=0)
     assert [q.prompt for q in load_file(path)] == [q.prompt for q in arithmetic_mix_questions(40, 0)]

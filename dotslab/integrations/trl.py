@@ -47,7 +47,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, ConfigError
-from ..data import QuestionSet, load_task, render_prompt, user_message
+from ..data import QuestionSet, render_prompt, user_message
 from ..embed import pool_embeddings
 from ..grpo import group_advantages_mean, group_advantages_std
 from ..metrics import JsonlLogger
@@ -55,6 +55,7 @@ from ..models import load_policy
 from ..records import Group, Question, Rollout
 from ..rewards import RewardFn, SafeReward, get_reward_fn
 from ..planner import RoundPlanner, step_metrics
+from ..tasks import load_task
 
 TESTED_TRL = ("1.10", "1.17")  # [min, max): _generate, _get_per_token_logps_and_entropies are used as in these
 STATE_FILE = "dotslab_state.pt"
