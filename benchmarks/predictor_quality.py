@@ -33,12 +33,11 @@ import torch
 
 from dotslab.difficulty import Labels
 from dotslab.embed import make_embedder
-from dotslab.models import load_policy
 from dotslab.history import HistoryPredictor
 from dotslab.predictor import OnlinePredictor, prediction_quality
 from dotslab.rewards import SafeReward, get_reward_fn
 from dotslab.rollout import HFGenerateEngine, measure_correct
-from dotslab.tasks import load_task
+from dotslab.prepare import prepare_run
 from dotslab.trainer import seed_everything
 
 
@@ -128,7 +127,8 @@ def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[
     p = bench.predictor
     cfg = dataclasses.replace(bench.train, seed=bench.seeds[0], task=task or bench.train.task)
     seed_everything(cfg.seed, 0)
-    train_set, _ = load_task(cfg)  # the held-out eval set stays untouched; probes come from the pool
+    prepared = prepare_run(cfg, embed=False)
+    train_set, model, tok = prepared.train_set, prepared.model, prepared.tokenizer  # probes come from the pool
     n = p.probe_size + p.labelled_size
     if n > len(train_set):
         raise ValueError(f"predictor part needs {n} questions, the pool has {len(train_set)}")
@@ -138,7 +138,6 @@ def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[
     reward = SafeReward(bench.reward_fn or get_reward_fn(cfg.reward, cfg.task))
     g = cfg.grpo
 
-    model, tok = load_policy(cfg.policy, seed=cfg.seed)
     embeddings, embed_info = {}, {}
     for spec in p.embedders:  # frozen encoders: embedded once with the initial policy
         t0 = time.perf_counter()

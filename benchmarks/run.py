@@ -232,14 +232,12 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _embedding_cost(bench: Any, task: str | None, overhead_part: Any) -> dict[str, Any]:
     """Cold cost of embedding the training pool with the configured embedder (outside every step)."""
-    from dotslab.tasks import load_task
-    from dotslab.models import load_policy
+    from dotslab.prepare import prepare_run
 
     cfg = dataclasses.replace(bench.train, seed=bench.seeds[0], task=task or bench.train.task)
-    train_set, _ = load_task(cfg)
-    spec = cfg.predictor.embedder
-    policy, tok = load_policy(cfg.policy, seed=cfg.seed) if spec == "policy" else (None, None)
-    return overhead_part.embedding_cost(spec, train_set.prompts, policy, tok)
+    prepared = prepare_run(cfg, policy=False, embed=False)  # the policy only when it is the embedder
+    return overhead_part.embedding_cost(cfg.predictor.embedder, prepared.train_set.prompts, prepared.model,
+                                        prepared.tokenizer)
 
 
 if __name__ == "__main__":

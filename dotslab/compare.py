@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, ConfigError
-from .report import final_pass_rate, load_run, time_to_target
+from .report import final_pass_rate, load_run, run_figures, time_to_target
 
 Run = tuple[dict[str, Any], list[dict[str, Any]]]  # (config.json as a dict, metrics records)
 
@@ -168,19 +168,19 @@ def compare_runs(runs: Mapping[str, Run], *, baseline: str = "grpo", target: flo
     base_g = float(np.nanmean([h["generations"] for h in base_hits])) if base_hits else np.nan
     rows = []
     for name, (cfg, records) in runs.items():
-        steps = [r for r in records if r.get("time/step") is not None]
+        fig = run_figures(records, target)
+        trained = not np.isnan(fig["total_seconds"])  # some step was logged
         row = {"run": name, "method": cfg.get("method"), "seed": cfg.get("seed"), "steps": _steps_done(records),
-               "final eval pass rate": round(final_pass_rate(records), 3),
-               "generations": int(steps[-1]["rollout/total_generations"]) if steps else 0,
-               "training seconds": round(steps[-1]["time/elapsed"], 1) if steps else 0.0,
-               "seconds / step": round(float(np.mean([r["time/step"] for r in steps])), 2) if steps else np.nan}
+               "final eval pass rate": round(fig["final_pass_rate"], 3),
+               "generations": int(fig["total_generations"]) if trained else 0,
+               "training seconds": round(fig["total_seconds"], 1) if trained else 0.0,
+               "seconds / step": round(fig["seconds_per_step"], 2) if trained else np.nan}
         if has_target:
-            hit = time_to_target(records, target)
-            row.update({"step to target": hit["step"], "seconds to target": round(hit["seconds"], 1),
-                        "generations to target": hit["generations"]})
+            row.update({"step to target": fig["step"], "seconds to target": round(fig["seconds"], 1),
+                        "generations to target": fig["generations"]})
             if base_hits:
-                row.update({f"time ratio vs {baseline}": round(hit["seconds"] / base_s, 3) if base_s else np.nan,
-                            f"generation ratio vs {baseline}": round(hit["generations"] / base_g, 3) if base_g
+                row.update({f"time ratio vs {baseline}": round(fig["seconds"] / base_s, 3) if base_s else np.nan,
+                            f"generation ratio vs {baseline}": round(fig["generations"] / base_g, 3) if base_g
                             else np.nan})
         rows.append(row)
     if not rows:

@@ -30,15 +30,13 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config
 from .data import QuestionSet
-from .embed import pool_embeddings
 from .learner import policy_update
 from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, read_jsonl, truncate_after_step
-from .models import check_prompt_lengths, load_policy
-from .planner import RoundPlanner, check_pool_size, step_metrics
+from .planner import RoundPlanner, step_metrics
+from .prepare import prepare_run
 from .records import Group
 from .rewards import RewardFn, SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, evaluate_pass_rate, rollout_groups
-from .tasks import load_task
 from .timing import Stopwatch
 
 Hook = Callable[[dict[str, Any]], None]
@@ -140,14 +138,9 @@ class Run:
         usable checkpoint when resuming. Bad input fails before anything is written."""
         choose_threads(cfg.threads)
         seed_everything(cfg.seed, 0)
-        train_set, eval_set = load_task(cfg)
-        check_pool_size(cfg, len(train_set))
-        model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-        check_prompt_lengths(tokenizer, model, (train_set, eval_set), cfg.grpo.max_new_tokens)
-        model.to(cfg.torch_device)
-        embeddings = (pool_embeddings(cfg.predictor.embedder, train_set.prompts, policy=model, tokenizer=tokenizer)
-                      if cfg.uses_selection else None)
-        planner = RoundPlanner(cfg, train_set, embeddings, replay_shortfall="partial")
+        prepared = prepare_run(cfg, to_device=True)
+        train_set, eval_set, model, tokenizer = prepared.train_set, prepared.eval_set, prepared.model, prepared.tokenizer
+        planner = RoundPlanner(cfg, train_set, prepared.embeddings, replay_shortfall="partial")
         run_dir = guard.open(cfg, resume=resume)
         gcfg = cfg.grpo
         # foreach=False: the multi-tensor step would hold a temporary copy of every parameter at once

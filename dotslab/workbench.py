@@ -24,13 +24,11 @@ import torch
 
 from .config import Config
 from .data import QuestionSet
-from .tasks import load_task
 from .difficulty import Labels
-from .embed import pool_embeddings
 from .history import HistoryPrediction, HistoryPredictor
 from .live import Progress
-from .models import load_policy
 from .predictor import OnlinePredictor, choose_reference_set
+from .prepare import embed_pool, prepare_run
 from .rewards import SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, measure_correct
 from .trainer import choose_threads
@@ -148,10 +146,9 @@ def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:
     """Load ``cfg``'s task (pool = train split, probes = held-out eval split), policy and embedder."""
     choose_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    pool, probe = load_task(cfg)
-    model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    pool_emb = pool_embeddings(cfg.predictor.embedder, pool.prompts, policy=model, tokenizer=tokenizer)
-    probe_emb = pool_embeddings(cfg.predictor.embedder, probe.prompts, policy=model, tokenizer=tokenizer)
+    prepared = prepare_run(cfg, embed=True)
+    pool, probe, model, tokenizer = prepared.train_set, prepared.eval_set, prepared.model, prepared.tokenizer
+    pool_emb, probe_emb = prepared.embeddings, embed_pool(cfg, probe, model, tokenizer)
     predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
     return Workbench(cfg, pool, probe, pool_emb, probe_emb, RolloutLabeler(model, tokenizer, cfg, progress=progress),
                      predictor)

@@ -48,14 +48,12 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, ConfigError
 from ..data import QuestionSet, render_prompt, user_message
-from ..embed import pool_embeddings
 from ..grpo import group_advantages_mean, group_advantages_std
 from ..metrics import JsonlLogger
-from ..models import load_policy
 from ..records import Group, Question, Rollout
 from ..rewards import RewardFn, SafeReward, get_reward_fn
 from ..planner import RoundPlanner, step_metrics
-from ..tasks import load_task
+from ..prepare import embed_pool, prepare_run
 
 TESTED_TRL = ("1.10", "1.17")  # [min, max): _generate, _get_per_token_logps_and_entropies are used as in these
 STATE_FILE = "dotslab_state.pt"
@@ -188,8 +186,7 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
                               "fixed shape, filled with fresh questions")
         if cfg.uses_selection and embeddings is None:
             with self.accelerator.main_process_first():  # rank 0 fills the cache, the others read it
-                embeddings = pool_embeddings(cfg.predictor.embedder, pool.prompts,
-                                             policy=self.accelerator.unwrap_model(self.model), tokenizer=processing_class)
+                embeddings = embed_pool(cfg, pool, self.accelerator.unwrap_model(self.model), processing_class)
         # fixed-shape batches: replay only when the buffer holds all (1-δ)B groups, else run fresh
         self.planner = RoundPlanner(cfg, pool, embeddings, replay_shortfall="fresh", broadcast=self._from_rank0)
         self.dots_records: list[dict[str, Any]] = []
@@ -366,15 +363,13 @@ class DotsStateCallback(TrainerCallback):
 
 
 def build_trainer(cfg: Config, *, model: Any = None, tokenizer: Any = None, reward_fn: Optional[RewardFn] = None,
-                  train_set: Optional[QuestionSet] = None, eval_set: Optional[QuestionSet] = None,
                   **grpo_overrides: Any) -> DOTSGRPOTrainer:
-    """Everything from ``cfg`` as the notebook trainer builds it (task, policy, reward), on TRL."""
-    if train_set is None:
-        train_set, eval_set = load_task(cfg)
-    if model is None:
-        model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    return DOTSGRPOTrainer(cfg, model=model, processing_class=tokenizer, pool=train_set, eval_set=eval_set,
-                           reward_fn=reward_fn, args=grpo_config_from(cfg, **grpo_overrides))
+    """Everything from ``cfg`` as the notebook trainer builds it (task, policy, reward), on TRL; the pool's
+    embeddings are computed by the trainer, rank 0 first. (For other question sets, build
+    :class:`DOTSGRPOTrainer` with ``pool=``.)"""
+    prepared = prepare_run(cfg, embed=False, model=model, tokenizer=tokenizer)
+    return DOTSGRPOTrainer(cfg, model=prepared.model, processing_class=prepared.tokenizer, pool=prepared.train_set,
+                           eval_set=prepared.eval_set, reward_fn=reward_fn, args=grpo_config_from(cfg, **grpo_overrides))
 
 
 def train_trl(cfg: Config, **kwargs: Any) -> DOTSGRPOTrainer:
