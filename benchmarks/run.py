@@ -44,7 +44,7 @@ def settings_line(bench: Any) -> str:
     return (f"Policy `{c.policy}`, task {task}, pool N={pool}, held-out {c.eval_size} questions × "
             f"{evaluation} every {c.eval_every} steps; {c.total_steps} steps, B={g.questions_per_step}, "
             f"G={g.group_size}, K={c.predictor.reference_set_size} ({c.predictor.embedder}), "
-            f"µ={c.selection.steps_per_round}, δ={c.replay.fresh_fraction}, C={c.replay.buffer_capacity}, "
+            f"ν={c.selection.steps_per_round}, δ={c.replay.fresh_fraction}, C={c.replay.buffer_capacity}, "
             f"{g.max_new_tokens} new tokens, T={g.temperature}, lr={g.learning_rate:g}, reward {c.reward}"
             + (", bf16 autocast" if g.bf16_autocast else "") + f", {c.threads or 'auto'} torch threads; arms "
             + ", ".join(f"{a.name} ({', '.join(f'{k} {v}' for k, v in a.settings)})" for a in bench.arms) + ".")

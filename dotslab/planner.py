@@ -23,7 +23,7 @@ fallback questions), the uniform sampler's seeded stream and the predictor's own
 global RNG, so every process of a distributed run draws the same plan.
 
 Deviations / decisions:
-  1. The round's draw is shuffled before it is cut into µ batches (docs/method.md §3): the Gumbel-top-k draw
+  1. The round's draw is shuffled before it is cut into ν batches (docs/method.md §3): the Gumbel-top-k draw
      comes out ordered by its keys, which would give step 1 the questions nearest α.
   2. Replay shortfall is a named option. ``replay_shortfall="partial"`` (dotslab's trainer, docs/method.md §4)
      replays what the buffer has and logs the gap. ``"fresh"`` (TRL, whose batches have a fixed
@@ -117,7 +117,7 @@ class _RoundState:
 
 
 def check_pool_size(cfg: Config, pool_size: int) -> None:
-    """A round draws µB distinct questions and K references from the pool: refuse a pool too small for that."""
+    """A round draws νB distinct questions and K references from the pool: refuse a pool too small for that."""
     steps_per_round, batch = cfg.selection.steps_per_round, cfg.grpo.questions_per_step
     if steps_per_round * batch > pool_size:
         raise DataError(f"the training pool has {pool_size} questions but one round needs steps_per_round x "
@@ -318,7 +318,7 @@ class RoundPlanner:
         return chosen, fallback
 
     def _cut_into_batches(self, chosen: Any, reused: list[int], fallback: Any, rng: np.random.Generator) -> list[_Batch]:
-        """Deviation 1: shuffle the round's draw, then cut it (and the fallbacks) into µ equal batches."""
+        """Deviation 1: shuffle the round's draw, then cut it (and the fallbacks) into ν equal batches."""
         steps_per_round = self.cfg.selection.steps_per_round
         draw = [(int(i), False) for i in chosen] + [(i, True) for i in reused]
         draw = [draw[k] for k in rng.permutation(len(draw))]

@@ -112,7 +112,7 @@ def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
 
 
 @dataclass
-class Run:
+class TrainingRun:
     """Everything one training run holds: data, policy, engine, optimizer, planner, log and counters."""
     cfg: Config
     run_dir: Path
@@ -133,7 +133,7 @@ class Run:
 
     @classmethod
     def open(cls, cfg: Config, guard: ckpt.RunGuard, *, resume: bool, reward_fn: RewardFn | None,
-             hooks: Sequence[Hook]) -> "Run":
+             hooks: Sequence[Hook]) -> "TrainingRun":
         """Load data and policy, build the planner, lock the run folder (``guard``) and restore the newest
         usable checkpoint when resuming. Bad input fails before anything is written."""
         choose_threads(cfg.threads)
@@ -257,7 +257,7 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
            reward_fn: RewardFn | None) -> RunResult:
     from tqdm.std import tqdm as text_tqdm
     from tqdm.auto import tqdm as auto_tqdm
-    run = Run.open(cfg, guard, resume=resume, reward_fn=reward_fn, hooks=hooks)
+    run = TrainingRun.open(cfg, guard, resume=resume, reward_fn=reward_fn, hooks=hooks)
     planner, state = run.planner, run.state
     if state.step == 0 and cfg.eval_every > 0 and run.eval_set:
         run.emit({"step": 0, **run.evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0,

@@ -97,7 +97,7 @@ def test_both_shortfall_options_plan_alike_while_the_buffer_is_full(tmp_path):
 
 
 def test_round_draw_is_shuffled_before_it_is_cut_into_steps(tmp_path, monkeypatch):
-    """With d̂ fixed and τ tiny, the round's draw is the µB questions nearest α; step 1 must not get the nearest half."""
+    """With d̂ fixed and τ tiny, the round's draw is the νB questions nearest α; step 1 must not get the nearest half."""
     n = 48
     d_hat = np.linspace(0.0, 1.0, n)
     for model in (OnlinePredictor, HistoryPredictor):  # whichever predictor_mode the config names
