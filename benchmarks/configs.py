@@ -5,8 +5,8 @@ shares (only ``method`` and ``seed`` change between runs, built with ``dataclass
 the sizes of the predictor-quality, overhead and peer parts.
 
 Decisions:
-  1. ``cpu`` keeps the paper's ratios K/B = 1/2, µ = 2, δ = 1/2, C/B = 1 (as the ``cpu_demo``
-     preset does), so generations per step are GRPO B·G, DOTS (B + K/µ)·G, DOTS+RR (δB + K/µ)·G,
+  1. ``cpu`` keeps the paper's ratios K/B = 1/2, ν = 2, δ = 1/2, C/B = 1 (as the ``cpu_demo``
+     preset does), so generations per step are GRPO B·G, DOTS (B + K/ν)·G, DOTS+RR (δB + K/ν)·G,
      the same 1 : 1.25 : 0.75 as paper §7. It takes lr and every other training setting from
      ``cpu_demo`` and only shrinks sizes (completion length, steps, eval set).
   2. ``tiny`` trains the random-init tiny policy with :func:`dotslab.rewards.parity_reward` (1 if the completion has

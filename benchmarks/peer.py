@@ -135,7 +135,7 @@ def _prompt_ids(tok, questions) -> list[list[int]]:
 def run_dotslab(a: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from dotslab.data import load_task
+    from dotslab.tasks import load_task
     from dotslab.models import smollm2_path, tiny_tokenizer
     from dotslab.trainer import train
 
@@ -177,7 +177,8 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from dotslab.data import load_task, user_message
+    from dotslab.data import user_message
+    from dotslab.tasks import load_task
     from dotslab.models import load_policy
 
     base = _status_mb("VmRSS")

@@ -31,13 +31,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from dotslab.data import load_task
+from dotslab.difficulty import Labels
 from dotslab.embed import make_embedder
-from dotslab.models import load_policy
 from dotslab.history import HistoryPredictor
 from dotslab.predictor import OnlinePredictor, prediction_quality
 from dotslab.rewards import SafeReward, get_reward_fn
 from dotslab.rollout import HFGenerateEngine, measure_correct
+from dotslab.prepare import prepare_run
 from dotslab.trainer import seed_everything
 
 
@@ -91,7 +91,7 @@ def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.nda
                 t0 = time.perf_counter()
                 predictor = HistoryPredictor(dataclasses.replace(pred_cfg, predictor_mode="history"), emb)
                 keys = np.concatenate([refs, hist])
-                predictor.observe(keys, labels[keys].numpy(), group_size, step=0)
+                predictor.observe(Labels.measured(keys, labels[keys].numpy(), group_size, step=0))
                 pred = predictor.predict(0).difficulty[probe]
                 t_pred += time.perf_counter() - t0
                 runs.append(_quality(pred, labels[probe]))
@@ -99,7 +99,7 @@ def _score(pred_cfg: Any, emb: torch.Tensor, labels: torch.Tensor, probe: np.nda
             predictor = OnlinePredictor(pred_cfg, embed_dim=emb.shape[1], seed=seed)
             t0 = time.perf_counter()
             if kind == "online":
-                predictor.observe(emb[labelled], labels[labelled], round=0)
+                predictor.add_labels(emb[labelled], labels[labelled], round=0)
                 predictor.fit(fit_steps)
             fit_s, trained = time.perf_counter() - t0, predictor.is_trained
             for refs, _ in draws:
@@ -127,7 +127,8 @@ def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[
     p = bench.predictor
     cfg = dataclasses.replace(bench.train, seed=bench.seeds[0], task=task or bench.train.task)
     seed_everything(cfg.seed, 0)
-    train_set, _ = load_task(cfg)  # the held-out eval set stays untouched; probes come from the pool
+    prepared = prepare_run(cfg, embed=False)
+    train_set, model, tok = prepared.train_set, prepared.model, prepared.tokenizer  # probes come from the pool
     n = p.probe_size + p.labelled_size
     if n > len(train_set):
         raise ValueError(f"predictor part needs {n} questions, the pool has {len(train_set)}")
@@ -137,7 +138,6 @@ def run_predictor_quality(bench: Any, task: str | None, phase_checkpoints: dict[
     reward = SafeReward(bench.reward_fn or get_reward_fn(cfg.reward, cfg.task))
     g = cfg.grpo
 
-    model, tok = load_policy(cfg.policy, seed=cfg.seed)
     embeddings, embed_info = {}, {}
     for spec in p.embedders:  # frozen encoders: embedded once with the initial policy
         t0 = time.perf_counter()

@@ -25,8 +25,8 @@ VARIANTS = {"k0": {"later_reference_set_size": 0}, "reuse": {"reuse_reference_ro
 
 
 def summary(records: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The protocol's figures of one run's records (from :func:`benchmarks.timetotarget.run_figures`)."""
-    from .timetotarget import run_figures
+    """The protocol's figures of one run's records (from :func:`dotslab.report.run_figures`)."""
+    from dotslab.report import run_figures
 
     f = run_figures(records, target)
     return {"generations_per_step": f["generations_per_step"], "seconds_per_step": f["seconds_per_step"],

@@ -44,7 +44,7 @@ def settings_line(bench: Any) -> str:
     return (f"Policy `{c.policy}`, task {task}, pool N={pool}, held-out {c.eval_size} questions × "
             f"{evaluation} every {c.eval_every} steps; {c.total_steps} steps, B={g.questions_per_step}, "
             f"G={g.group_size}, K={c.predictor.reference_set_size} ({c.predictor.embedder}), "
-            f"µ={c.selection.steps_per_round}, δ={c.replay.fresh_fraction}, C={c.replay.buffer_capacity}, "
+            f"ν={c.selection.steps_per_round}, δ={c.replay.fresh_fraction}, C={c.replay.buffer_capacity}, "
             f"{g.max_new_tokens} new tokens, T={g.temperature}, lr={g.learning_rate:g}, reward {c.reward}"
             + (", bf16 autocast" if g.bf16_autocast else "") + f", {c.threads or 'auto'} torch threads; arms "
             + ", ".join(f"{a.name} ({', '.join(f'{k} {v}' for k, v in a.settings)})" for a in bench.arms) + ".")
@@ -232,14 +232,12 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _embedding_cost(bench: Any, task: str | None, overhead_part: Any) -> dict[str, Any]:
     """Cold cost of embedding the training pool with the configured embedder (outside every step)."""
-    from dotslab.data import load_task
-    from dotslab.models import load_policy
+    from dotslab.prepare import prepare_run
 
     cfg = dataclasses.replace(bench.train, seed=bench.seeds[0], task=task or bench.train.task)
-    train_set, _ = load_task(cfg)
-    spec = cfg.predictor.embedder
-    policy, tok = load_policy(cfg.policy, seed=cfg.seed) if spec == "policy" else (None, None)
-    return overhead_part.embedding_cost(spec, train_set.prompts, policy, tok)
+    prepared = prepare_run(cfg, policy=False, embed=False)  # the policy only when it is the embedder
+    return overhead_part.embedding_cost(cfg.predictor.embedder, prepared.train_set.prompts, prepared.model,
+                                        prepared.tokenizer)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dotslab.config import Config
-    from dotslab.data import load_task, render_prompt
+    from dotslab.data import render_prompt
+    from dotslab.tasks import load_task
     from dotslab.models import load_policy
     from dotslab.rollout import HFGenerateEngine
     from dotslab.trainer import choose_threads

@@ -36,7 +36,7 @@ import numpy as np
 
 from dotslab.config import config_diff
 from dotslab.metrics import read_jsonl
-from dotslab.report import final_pass_rate, time_to_target
+from dotslab.report import final_pass_rate, run_figures
 from dotslab.trainer import train
 
 Records = Sequence[Mapping[str, Any]]
@@ -105,22 +105,6 @@ def ratio_summary(ratios: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
     out["ci_high_inf"] = bool(math.isinf(hi))
     out["per_seed"] = [None if math.isinf(r) or math.isnan(r) else r for r in ratios]
     return out
-
-
-def run_figures(recs: Records, target: float) -> dict[str, float]:
-    """One run's figures: seconds, generations and step at which it first reached ``target`` (nan if
-    never), its final pass rate, totals, per-step means and the share of fresh groups with reward spread."""
-    hit = time_to_target(recs, target) if recs else {"seconds": math.nan, "generations": math.nan, "step": math.nan}
-    steps = [r for r in recs if r.get("time/step") is not None]
-    if not steps:
-        return {**hit, "final_pass_rate": final_pass_rate(recs), **{k: math.nan for k in (
-            "total_seconds", "total_generations", "seconds_per_step", "generations_per_step", "effective_frac")}}
-    return {**hit, "final_pass_rate": final_pass_rate(recs),
-            "total_seconds": steps[-1]["time/elapsed"], "total_generations": steps[-1]["rollout/total_generations"],
-            "seconds_per_step": float(np.mean([r["time/step"] for r in steps])),
-            "generations_per_step": float(np.mean([r["rollout/generations"] for r in steps
-                                                   if r.get("rollout/generations") is not None])),
-            "effective_frac": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps]))}
 
 
 def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],

@@ -177,7 +177,7 @@ def prepare_run_dir(cfg: Config, *, resume: bool) -> Path:
     if resume and cfg_path.exists():
         _check_same_config(json.loads(cfg_path.read_text(encoding="utf-8")), cfg, run_dir, "config.json")
     elif not resume and list_checkpoints(run_dir):
-        raise RunExistsError(f"{run_dir} already holds a run ({describe_run(run_dir)}); continue it with "
+        raise RunExistsError(f"{run_dir} already holds a run ({describe_run_folder(run_dir)}); continue it with "
                              f"resume=True (dotslab train --resume), start over with dotslab train --restart, "
                              f"or choose another run_name")
     if not resume or cfg_path.exists():  # on resume without config.json, the checkpoint's config decides
@@ -278,7 +278,7 @@ def load_for_resume(run_dir: str | os.PathLike, cfg: Config) -> tuple[Path, dict
     found, problems = scan_checkpoints(run_dir)
     if found is None:
         if problems or _metrics_steps(run_dir)[1] > 0:
-            raise ResumeError(f"nothing usable to resume in {run_dir}: {describe_run(run_dir, problems)}; "
+            raise ResumeError(f"nothing usable to resume in {run_dir}: {describe_run_folder(run_dir, problems)}; "
                               f"start over with dotslab train --restart (or delete the folder)")
         write_json_atomic(run_dir / "config.json", cfg.to_dict())
         return None
@@ -309,7 +309,7 @@ def _metrics_steps(run_dir: Path) -> tuple[int, int]:
     return (min(steps), max(steps)) if steps else (0, 0)
 
 
-def describe_run(run_dir: str | os.PathLike, problems: list[str] | None = None) -> str:
+def describe_run_folder(run_dir: str | os.PathLike, problems: list[str] | None = None) -> str:
     """What a folder holds, for messages: checkpoint files (and why unusable) and metrics steps."""
     run_dir = Path(run_dir)
     files = list_checkpoints(run_dir)

@@ -77,10 +77,10 @@ def _check_folder(cfg: Config, run_dir: Path, resume: bool) -> str | None:
     if resume and not files:
         others = _same_kind_runs(cfg)
         hint = ("; runs with the same method, task and seed: " + "; ".join(others)) if others else ""
-        return (f"nothing to resume in {run_dir}: {ckpt.describe_run(run_dir)}{hint}; "
+        return (f"nothing to resume in {run_dir}: {ckpt.describe_run_folder(run_dir)}{hint}; "
                 f"run without --resume to start it")
     if not resume and files:
-        return (f"{run_dir} already holds a run ({ckpt.describe_run(run_dir)}); continue it with --resume, "
+        return (f"{run_dir} already holds a run ({ckpt.describe_run_folder(run_dir)}); continue it with --resume, "
                 f"start over with --restart, or choose another run_name")
     return None
 

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, ConfigError
-from .report import final_pass_rate, load_run, time_to_target
+from .report import final_pass_rate, load_run, run_figures, time_to_target
 
-Run = tuple[dict[str, Any], list[dict[str, Any]]]  # (config.json as a dict, metrics records)
+RunLog = tuple[dict[str, Any], list[dict[str, Any]]]  # (config.json as a dict, metrics records)
 
 NOT_COMPARED = ("method", "seed", "run_name", "run_root", "checkpoint_every", "max_bad_steps", "target_pass_rate")
 """Config keys in which runs may differ and still be compared (what is compared, or bookkeeping)."""
@@ -46,7 +46,7 @@ def _labels(folders: Sequence[Path]) -> list[str]:
     return [o if out.count(o) == 1 else str(f) for o, f in zip(out, folders)]
 
 
-def load_runs(patterns: str | Sequence[str]) -> dict[str, Run]:
+def load_runs(patterns: str | Sequence[str]) -> dict[str, RunLog]:
     """Run folders matching glob ``patterns`` (a list, or one string with comma-separated globs).
 
     Only folders holding both config.json and metrics.jsonl are kept, each once however many globs
@@ -80,7 +80,7 @@ def run_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def run_differences(runs: Mapping[str, Run]) -> dict[str, dict[str, Any]]:
+def run_differences(runs: Mapping[str, RunLog]) -> dict[str, dict[str, Any]]:
     """Setting -> {run: value} for every setting on which the runs that have it disagree."""
     settings = {name: run_settings(cfg) for name, (cfg, _) in runs.items()}
     keys = sorted({k for s in settings.values() for k in s})
@@ -97,7 +97,7 @@ def _steps_done(records: Sequence[dict[str, Any]]) -> int:
     return max(steps) if steps else 0
 
 
-def comparable_runs(runs: Mapping[str, Run], *, baseline: str = "grpo") -> tuple[dict[str, Run], list[str]]:
+def comparable_runs(runs: Mapping[str, RunLog], *, baseline: str = "grpo") -> tuple[dict[str, RunLog], list[str]]:
     """The largest set of runs that :func:`compare_runs` accepts, and notes on everything else.
 
     Sets holding a ``baseline`` run come first, then larger sets, then longer runs. Notes name each
@@ -111,7 +111,7 @@ def comparable_runs(runs: Mapping[str, Run], *, baseline: str = "grpo") -> tuple
         else:
             notes.append(f"`{name}` is left out: it never evaluated (eval_every = {run[0].get('eval_every')}), so it "
                          f"has no pass rate to compare.")
-    groups: list[dict[str, Run]] = []
+    groups: list[dict[str, RunLog]] = []
     for name, run in evaluated.items():
         home = next((g for g in groups if not run_differences({**g, name: run})), None)
         if home is None:
@@ -142,7 +142,7 @@ def comparable_runs(runs: Mapping[str, Run], *, baseline: str = "grpo") -> tuple
     return best, notes
 
 
-def compare_runs(runs: Mapping[str, Run], *, baseline: str = "grpo", target: float = 0.0) -> tuple[pd.DataFrame, float]:
+def compare_runs(runs: Mapping[str, RunLog], *, baseline: str = "grpo", target: float = 0.0) -> tuple[pd.DataFrame, float]:
     """One row per run: final pass rate, cost, and time-to-target against the ``baseline`` method.
 
     ``target`` <= 0 means the paper's choice (Table 1): the baseline runs' mean final eval pass rate
@@ -168,19 +168,19 @@ def compare_runs(runs: Mapping[str, Run], *, baseline: str = "grpo", target: flo
     base_g = float(np.nanmean([h["generations"] for h in base_hits])) if base_hits else np.nan
     rows = []
     for name, (cfg, records) in runs.items():
-        steps = [r for r in records if r.get("time/step") is not None]
+        fig = run_figures(records, target)
+        trained = not np.isnan(fig["total_seconds"])  # some step was logged
         row = {"run": name, "method": cfg.get("method"), "seed": cfg.get("seed"), "steps": _steps_done(records),
-               "final eval pass rate": round(final_pass_rate(records), 3),
-               "generations": int(steps[-1]["rollout/total_generations"]) if steps else 0,
-               "training seconds": round(steps[-1]["time/elapsed"], 1) if steps else 0.0,
-               "seconds / step": round(float(np.mean([r["time/step"] for r in steps])), 2) if steps else np.nan}
+               "final eval pass rate": round(fig["final_pass_rate"], 3),
+               "generations": int(fig["total_generations"]) if trained else 0,
+               "training seconds": round(fig["total_seconds"], 1) if trained else 0.0,
+               "seconds / step": round(fig["seconds_per_step"], 2) if trained else np.nan}
         if has_target:
-            hit = time_to_target(records, target)
-            row.update({"step to target": hit["step"], "seconds to target": round(hit["seconds"], 1),
-                        "generations to target": hit["generations"]})
+            row.update({"step to target": fig["step"], "seconds to target": round(fig["seconds"], 1),
+                        "generations to target": fig["generations"]})
             if base_hits:
-                row.update({f"time ratio vs {baseline}": round(hit["seconds"] / base_s, 3) if base_s else np.nan,
-                            f"generation ratio vs {baseline}": round(hit["generations"] / base_g, 3) if base_g
+                row.update({f"time ratio vs {baseline}": round(fig["seconds"] / base_s, 3) if base_s else np.nan,
+                            f"generation ratio vs {baseline}": round(fig["generations"] / base_g, 3) if base_g
                             else np.nan})
         rows.append(row)
     if not rows:
@@ -193,7 +193,7 @@ def compare_runs(runs: Mapping[str, Run], *, baseline: str = "grpo", target: flo
     return table, target
 
 
-def run_overview(runs: Mapping[str, Run], compared: Mapping[str, Run]) -> pd.DataFrame:
+def run_overview(runs: Mapping[str, RunLog], compared: Mapping[str, RunLog]) -> pd.DataFrame:
     """Every run found, one row each: method, seed, task, steps done / planned, evaluations, compared or not."""
     rows = {name: {"method": cfg.get("method"), "seed": cfg.get("seed"), "task": cfg.get("task"),
                    "steps": f"{_steps_done(records)} / {cfg.get('total_steps')}",
@@ -203,7 +203,7 @@ def run_overview(runs: Mapping[str, Run], compared: Mapping[str, Run]) -> pd.Dat
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def describe_comparison(compared: Mapping[str, Run], target: float, notes: Sequence[str], *,
+def describe_comparison(compared: Mapping[str, RunLog], target: float, notes: Sequence[str], *,
                         baseline: str = "grpo", explicit_target: bool = False) -> str:
     """Markdown: what is compared (methods, task, step budget), the target, and the notes as warnings."""
     if not compared:

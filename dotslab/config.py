@@ -11,7 +11,7 @@ A preset is the set of fields it names (``PRESET_VALUES``); values given next to
 
 Deviations (dotslab decisions, see docs/method.md):
   1. Presets ``cpu_demo`` and ``tiny`` shrink the paper's sizes but keep the ratios K/B = 1/2,
-     δ = 1/2, C/B = 1 and µ = 2 (``tiny`` keeps all but C/B, which it doubles for small batches).
+     δ = 1/2, C/B = 1 and ν = 2 (``tiny`` keeps all but C/B, which it doubles for small batches).
   2. lr for the 135M CPU policy is 3e-5 (paper: 1e-6 for 1.5B-7B policies at B = 512); it was chosen
      on GRPO alone and is used unchanged for every method (see README, "Choosing lr").
   3. ``bf16_autocast`` is on by default (fp32 master weights); the paper preset and ``tiny`` turn it off.
@@ -125,7 +125,8 @@ class SelectionConfig:
     selection_temperature: float = 1e-3
     """τ: P(q) ∝ exp(-|d̂_q - α|/τ). Paper 1e-3 (effectively nearest-to-α)."""
     steps_per_round: int = 2
-    """µ: training steps per selection round; the reference set is re-rolled once per round. Paper 2."""
+    """ν (the paper's μ; here μ is the behaviour policy): training steps per selection round; the reference
+    set is re-rolled once per round. Paper 2."""
     reuse_reference_rollouts: bool = False
     """Reuse reference groups whose measured difficulty is near α as fresh groups [paper App. A.1]."""
     max_refills: int = 8
@@ -429,7 +430,7 @@ def config_diff(saved: Mapping[str, Any], cfg: Config, *, ignore: tuple[str, ...
 
 # ---- presets: each names the fields it sets ------------------------------------------------------
 PRESET_VALUES: dict[str, dict[str, Any]] = {
-    # The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): B=512, G=8, K=256, µ=2, δ=0.5, C=512.
+    # The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): B=512, G=8, K=256, ν=2, δ=0.5, C=512.
     "paper": dict(
         policy="Qwen/Qwen2.5-Math-1.5B", task="hf:agentica-org/DeepScaleR-Preview-Dataset", train_size=10240,
         eval_size=500, total_steps=60, eval_every=10, eval_samples=1, checkpoint_every=5, group_size=8,
@@ -467,7 +468,7 @@ def preset_values(name: str) -> dict[str, Any]:
 
 
 def paper() -> Config:
-    """The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): DOTS+RR, B=512, G=8, K=256, µ=2, δ=0.5, C=512."""
+    """The paper's setting (Qwen2.5-Math-1.5B, MATH/DeepScaleR): DOTS+RR, B=512, G=8, K=256, ν=2, δ=0.5, C=512."""
     return Config.from_flat({"preset": "paper"})
 
 
@@ -487,9 +488,3 @@ def mini() -> Config:
 
 
 PRESETS = {"paper": paper, "cpu_demo": cpu_demo, "tiny": tiny, "mini": mini}
-
-
-def from_namespace(namespace: Mapping[str, Any], *, exclude: tuple[str, ...] = ()) -> Config:
-    """A notebook's config from its parameters cell: see :func:`dotslab.params.notebook_config`."""
-    from .params import notebook_config
-    return notebook_config(namespace, exclude=exclude)

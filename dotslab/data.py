@@ -1,8 +1,9 @@
-"""Question sets: generation, validation, task loading, the held-out split and prompt rendering.
+"""Question sets: generation, validation, the held-out split and prompt rendering.
 
 The paper trains on fixed question pools (MATH, DeepScaleR, ...; arXiv 2506.05316 §5) from which
 DOTS draws the reference set and the selected batch (§3.1-3.2); this module builds such a pool
-(files and Hugging Face datasets are read by :mod:`dotslab.readers`).
+(files and Hugging Face datasets are read by :mod:`dotslab.readers`; :mod:`dotslab.tasks` maps a task
+name to either).
 
 Deviations / decisions:
   1. A built-in arithmetic generator stands in for MATH so a 135M CPU policy sees a spread of
@@ -344,30 +345,6 @@ def reasoning_gym_questions(names: str | Sequence[str], n: int, seed: int, **kwa
     return QuestionSet(questions, source)
 
 
-def load_task(cfg: Any) -> tuple[QuestionSet, QuestionSet]:
-    """(train pool, held-out eval set) for ``cfg.task``; the two are disjoint by id."""
-    from .readers import READERS, load_file, load_hf  # readers imports this module
-    task, size = cfg.task, cfg.train_size + cfg.eval_size
-    if task == "arithmetic":
-        full = arithmetic_questions(size, cfg.seed)
-    elif task == "arithmetic_mix":
-        full = arithmetic_mix_questions(size, cfg.seed)
-    elif task == "addition" or task.startswith("addition:"):
-        full = addition_questions(size, cfg.seed, addition_digits(task))
-    elif task.startswith("reasoning_gym:"):
-        full = reasoning_gym_questions([s.strip() for s in task[len("reasoning_gym:"):].split(",") if s.strip()],
-                                       size, cfg.seed)
-    elif task.startswith("hf:"):
-        name, _, split = task[len("hf:"):].partition(":")
-        full = load_hf(name, split=split or "train", answer_format="math")  # MATH-style: \\boxed{}, math-verify
-    elif Path(task).suffix.lower() in READERS:
-        full = load_file(task)
-    else:
-        raise DataError(f"unknown task {task!r}: use 'arithmetic', 'arithmetic_mix', 'addition[:<lo>-<hi>]', 'reasoning_gym:<name>[,<name>]', "
-                        f"'hf:<name>[:<split>]' or a {'/'.join(READERS)} path")
-    return full.split(cfg.eval_size, cfg.seed)
-
-
 def user_message(question: Question) -> str:
     """The user's turn for ``question``: its prompt, then its instruction (:func:`dotslab.answers.instruction`).
 
@@ -386,14 +363,6 @@ def render_prompt(question: Question, tokenizer: Any) -> str:
         return tokenizer.apply_chat_template([{"role": "user", "content": user_message(question)}],
                                              tokenize=False, add_generation_prompt=True)
     return user_message(question) + "\nAnswer:"
-
-
-def __getattr__(name: str) -> Any:
-    """``dotslab.data.load_file`` / ``load_hf`` still work; they live in :mod:`dotslab.readers`."""
-    if name in ("load_file", "load_hf"):
-        from . import readers
-        return getattr(readers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_json(value: Any) -> bool:

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .models import cache_root
+from .models import cache_root, quiet_loading
 
 
 def _text_key(cache_id: str, text: str) -> str:
@@ -206,8 +206,6 @@ class HFEncoder(_MeanPoolEncoder):
                  name: Optional[str] = None, cache_dir: Optional[str | os.PathLike] = None,
                  device: str | torch.device | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
-
-        from .models import quiet_loading  # no "Loading weights" bar in every notebook cell that trains
 
         with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), local_files_only=True)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import PredictorConfig
+from .difficulty import Labels, PoolPrediction
 
 KERNEL_TEMPERATURE = 0.1
 """τ: kernel scores are cos(e_q, e_i) / 0.1 (the same scale as the paper mode's untrained fallback)."""
@@ -91,7 +92,8 @@ class LabelHistory:
         self.step = np.full(pool_size, -1, dtype=np.int64)                    # (N,) step it was measured at
         self.count = np.zeros(pool_size, dtype=np.int64)                      # (N,) rollouts behind it
 
-    def observe(self, pool_indices: Any, difficulties: Any, group_size: int, step: int) -> None:
+    def observe(self, pool_indices: Any, difficulties: Any, group_size: Any, step: Any) -> None:
+        """``group_size`` and ``step``: one number for all, or one per question."""
         idx = np.asarray(pool_indices, dtype=np.int64).reshape(-1)
         d = np.asarray(difficulties, dtype=np.float64).reshape(-1)
         if idx.shape != d.shape:
@@ -112,14 +114,27 @@ class LabelHistory:
 
 
 class HistoryPredictor:
-    """Predicts every pool question's difficulty from the labels of the last ``history_window`` steps."""
+    """Predicts every pool question's difficulty from the labels of the last ``history_window`` steps.
+
+    A :class:`~dotslab.difficulty.DifficultyModel`: ``observe`` stores labels, ``predict_pool`` adds the
+    round's references and predicts; ``predict`` gives the whole :class:`HistoryPrediction`.
+    """
 
     def __init__(self, cfg: PredictorConfig, embeddings: torch.Tensor) -> None:
         self.cfg, self.embeddings = cfg, torch.as_tensor(embeddings, dtype=torch.float32)
         self.history = LabelHistory(self.embeddings.shape[0])
 
-    def observe(self, pool_indices: Any, difficulties: Any, group_size: int, step: int) -> None:
-        self.history.observe(pool_indices, difficulties, group_size, step)
+    def observe(self, labels: Labels) -> None:
+        """Each label replaces its question's older one (a reused reference group keeps its own step)."""
+        self.history.observe(labels.pool_index, labels.difficulty, labels.rollouts, labels.step)
+
+    def predict_pool(self, references: Labels, step: int) -> PoolPrediction:
+        """A round start: the references become labels of age 0, then d̂ for the pool at ``step``."""
+        self.observe(references)
+        pred = self.predict(step)
+        return PoolPrediction(pred.difficulty, {
+            "predictor/keys": float(len(pred.key_index)),
+            "predictor/mean_key_age": float(pred.key_age.mean()) if len(pred.key_age) else 0.0})
 
     @torch.no_grad()
     def predict(self, step: int) -> HistoryPrediction:

@@ -29,6 +29,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .cache import cache_root
+from .data import DataError, render_prompt
 from .mini import mini_path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -152,8 +153,6 @@ def check_prompt_lengths(tokenizer: PreTrainedTokenizerBase, model: PreTrainedMo
     the context times the longest vocabulary entry cannot fit, and is refused before the tokenizer
     sees it (a 10 MB prompt would otherwise take gigabytes to tokenize).
     """
-    from .data import DataError, render_prompt
-
     context = context_length(model, tokenizer)
     if context is None:
         return

@@ -199,8 +199,8 @@ def resolve(cell: Mapping[str, Any], explicit: Mapping[str, Any], *,
     return Resolved(config, preset, exp_cfg, replaced, only)
 
 
-def notebook_config(namespace: Mapping[str, Any], *, exclude: Collection[str] = ()) -> Config:
-    """The config of the notebook running in this kernel: call it as ``notebook_config(globals())``.
+def from_namespace(namespace: Mapping[str, Any], *, exclude: Collection[str] = ()) -> Config:
+    """The config of the notebook running in this kernel: call it as ``from_namespace(globals())``.
 
     Built from the parameters cell's names only (plus explicit values injected after it), layered as
     the module docstring says; ``exclude`` names parameters-cell entries that are not Config keys.

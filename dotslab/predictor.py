@@ -12,7 +12,7 @@ Deviations from the paper / authors' code:
      under d <-> 1 - d up to its learned weights, so this changes nothing but the sign convention.
   2. The adapter + head train **online** (docs/method.md §2 [ours]) from (question, difficulty) labels of one
      policy snapshot per episode, with constant Adam lr (no warmup/decay: there is no fixed horizon).
-     ``observe(..., round=source_id)`` + ``fit(steps)`` also reproduces the offline recipe
+     ``add_labels(..., round=source_id)`` + ``fit(steps)`` also reproduces the offline recipe
      (sources = other LLMs).
   3. Until the first fit step the predictor uses plain attention over raw unit embeddings with
      scores cos(e_q, e_i)/0.1 (τ_raw = 0.1 so the softmax is not near-uniform for cosines in
@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dotslab.config import PredictorConfig
+from .config import PredictorConfig
+from .difficulty import Labels, PoolPrediction
 
 RAW_ATTENTION_TEMPERATURE = 0.1
 """τ_raw for the untrained fallback: softmax over cos(e_q, e_i) / 0.1."""
@@ -183,10 +184,15 @@ class Prediction:
 
 
 class OnlinePredictor:
-    """The predictor as the trainer holds it: ``observe`` labels, ``fit`` episodes, ``predict`` d̂."""
+    """The predictor as the trainer holds it: ``add_labels``, ``fit`` episodes, ``predict`` d̂.
 
-    def __init__(self, cfg: PredictorConfig, embed_dim: int, seed: int) -> None:
-        self.cfg = cfg
+    Given the pool's embeddings it is a :class:`~dotslab.difficulty.DifficultyModel` (``predict_pool``,
+    ``observe``), which is how the round planner uses it.
+    """
+
+    def __init__(self, cfg: PredictorConfig, embed_dim: int, seed: int,
+                 pool_embeddings: Optional[torch.Tensor] = None) -> None:
+        self.cfg, self.pool_embeddings = cfg, pool_embeddings
         with torch.random.fork_rng(devices=[]):  # init from our seed alone: identical on every process
             torch.manual_seed(seed)
             self.model = DifficultyPredictor(embed_dim, cfg.adapter_hidden_size, cfg.attention_temperature)
@@ -207,7 +213,7 @@ class OnlinePredictor:
     def num_labels(self) -> int:
         return int(self._labels.numel())
 
-    def observe(self, embeddings: torch.Tensor, difficulties: torch.Tensor, round: int) -> None:
+    def add_labels(self, embeddings: torch.Tensor, difficulties: torch.Tensor, round: int) -> None:
         """Store labels measured under one policy snapshot (or, offline, one source model).
 
         Call after each round's reference rollouts and each step's fresh rollouts. Invariant: only
@@ -289,6 +295,27 @@ class OnlinePredictor:
             loo, _ = forward(refs, refs, labels, torch.eye(k, dtype=torch.bool))  # (K,)
             pred = affine_correct(pred, loo, labels)
         return Prediction(pred.clamp(0.0, 1.0), attn, self.is_trained)
+
+    # ---- the DifficultyModel interface, over the pool -------------------------------------------
+    def _pool_rows(self, labels: Labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row indices (M,), their embeddings (M, D), their difficulties (M,) float32)."""
+        if self.pool_embeddings is None:
+            raise ValueError("predict_pool / observe need the pool's embeddings (pool_embeddings=)")
+        rows = torch.as_tensor(labels.pool_index)
+        return rows, self.pool_embeddings[rows], torch.as_tensor(labels.difficulty, dtype=torch.float32)
+
+    def predict_pool(self, references: Labels, step: int) -> PoolPrediction:
+        """A round start: add the references' labels, run the round's ``fit`` episodes, predict the pool."""
+        rows, emb, labels = self._pool_rows(references)
+        self.add_labels(emb, labels, references.round)
+        metrics = self.fit()
+        pred = self.predict(self.pool_embeddings, emb, labels, ref_index_in_pool=rows)
+        return PoolPrediction(pred.difficulty, {**metrics, "predictor/used_adapter": float(pred.used_adapter)})
+
+    def observe(self, labels: Labels) -> None:
+        """A step's fresh labels join the label store (trained on at the next round's ``fit``)."""
+        _, emb, d = self._pool_rows(labels)
+        self.add_labels(emb, d, labels.round)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: weights, Adam state, label store, episode RNG."""

@@ -21,11 +21,21 @@ Deviations / decisions:
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from .records import Group
+
+
+def replayable(groups: Iterable[Group]) -> list[Group]:
+    """The newest group per question with non-zero reward variance, oldest first: what replay may read
+    (docs/method.md §4). ``groups`` are oldest first."""
+    newest: dict[str, Group] = {}
+    for g in groups:  # oldest -> newest: a later group of the same question replaces it
+        newest.pop(g.question.id, None)
+        newest[g.question.id] = g
+    return [g for g in newest.values() if g.has_variance]
 
 
 class RolloutReplayBuffer:
@@ -66,12 +76,8 @@ class RolloutReplayBuffer:
             self.total_added += 1
 
     def eligible(self) -> list[Group]:
-        """The newest group per question with non-zero reward variance, oldest first (replayable)."""
-        newest: dict[str, Group] = {}
-        for g in self.groups:  # oldest -> newest: a later group of the same question replaces it
-            newest.pop(g.question.id, None)
-            newest[g.question.id] = g
-        return [g for g in newest.values() if g.has_variance]
+        """The :func:`replayable` groups of the buffer."""
+        return replayable(self.groups)
 
     def sample(self, n: int, rng: np.random.Generator, *, exclude_ids: set[str] = frozenset()) -> list[Group]:
         """Call once per step before the update: up to n eligible groups, uniformly, not removed.

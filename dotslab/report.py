@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import Config
 from .metrics import TIME_KEYS, read_jsonl
 
 
@@ -158,6 +159,22 @@ def final_pass_rate(records: Sequence[dict[str, Any]]) -> float:
     return float(evals[-1]["eval/pass_rate"]) if evals else float("nan")
 
 
+def run_figures(recs: Sequence[dict[str, Any]], target: float) -> dict[str, float]:
+    """One run's figures: seconds, generations and step at which it first reached ``target`` (nan if
+    never), its final pass rate, totals, per-step means and the share of fresh groups with reward spread."""
+    hit = time_to_target(recs, target) if recs else {"seconds": float("nan"), "generations": float("nan"), "step": float("nan")}
+    steps = [r for r in recs if r.get("time/step") is not None]
+    if not steps:
+        return {**hit, "final_pass_rate": final_pass_rate(recs), **{k: float("nan") for k in (
+            "total_seconds", "total_generations", "seconds_per_step", "generations_per_step", "effective_frac")}}
+    return {**hit, "final_pass_rate": final_pass_rate(recs),
+            "total_seconds": steps[-1]["time/elapsed"], "total_generations": steps[-1]["rollout/total_generations"],
+            "seconds_per_step": float(np.mean([r["time/step"] for r in steps])),
+            "generations_per_step": float(np.mean([r["rollout/generations"] for r in steps
+                                                   if r.get("rollout/generations") is not None])),
+            "effective_frac": float(np.mean([1 - r["rollout/frac_zero_std"] for r in steps]))}
+
+
 # ---- replay buffer and attention tables (notebooks 02, 03) --------------------------------------
 def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
     """The replay buffer saved in a run's latest checkpoint, one row per group, newest last.
@@ -166,6 +183,7 @@ def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
     has_variance, replayable (newest group of its question and has_variance, docs/method.md §4).
     """
     from .checkpoint import latest_checkpoint
+    from .replay import replayable
 
     found = latest_checkpoint(run_dir)
     columns = ["question", "step", "age", "pass_rate", "has_variance", "replayable"]
@@ -174,11 +192,10 @@ def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     step = int(found[1]["state"]["step"])
     groups = list(buffer["groups"])
-    newest = {g.question.id: i for i, g in enumerate(groups)}  # later groups of a question win
+    readable = {id(g) for g in replayable(groups)}
     return pd.DataFrame([{"question": g.question.prompt, "step": g.step, "age": step - g.step,
-                          "pass_rate": g.pass_rate, "has_variance": g.has_variance,
-                          "replayable": g.has_variance and newest[g.question.id] == i}
-                         for i, g in enumerate(groups)], columns=columns)
+                          "pass_rate": g.pass_rate, "has_variance": g.has_variance, "replayable": id(g) in readable}
+                         for g in groups], columns=columns)
 
 
 def top_references(weights: Sequence[float], ref_texts: Sequence[str], ref_difficulty: Sequence[float],
@@ -211,7 +228,6 @@ def history_contents(run_dir: str | Path) -> dict[str, Any] | None:
     (``label``, ``measured_at``, ``step``, ``window``, ``predicted``: the last round's d̂ of the pool, and
     ``texts``); None when the run has no checkpoint or predicts in the paper's mode."""
     from .checkpoint import latest_checkpoint
-    from .config import Config
 
     found = latest_checkpoint(run_dir)
     if found is None:
@@ -221,7 +237,7 @@ def history_contents(run_dir: str | Path) -> dict[str, Any] | None:
     if "history" not in predictor:
         return None
     cfg = Config.from_dict(json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")))
-    from .data import load_task
+    from .tasks import load_task
     pool, _ = load_task(cfg)
     history, state = predictor["history"], saved["planner"]["round_state"]
     return {"label": history["label"], "measured_at": history["step"], "step": int(saved["state"]["step"]),

@@ -16,6 +16,7 @@ Deviations / decisions:
 from __future__ import annotations
 
 import copy
+import ctypes
 import os
 import random
 import time
@@ -28,12 +29,11 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import QuestionSet, load_task
-from .embed import pool_embeddings
+from .data import QuestionSet
 from .learner import policy_update
 from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, read_jsonl, truncate_after_step
-from .models import check_prompt_lengths, load_policy
-from .planner import RoundPlanner, check_pool_size
+from .planner import RoundPlanner, step_metrics
+from .prepare import prepare_run
 from .records import Group
 from .rewards import RewardFn, SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, evaluate_pass_rate, rollout_groups
@@ -90,6 +90,15 @@ def seed_everything(seed: int, step: int) -> None:
     torch.manual_seed(s)
 
 
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc's ``malloc_trim``), so the resident size drops after a
+    big phase instead of staying at its peak; a no-op where glibc is absent."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
     """The configured rollout engine; vLLM keeps its copy of the policy in the run folder."""
     gcfg = cfg.grpo
@@ -103,7 +112,7 @@ def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
 
 
 @dataclass
-class Run:
+class TrainingRun:
     """Everything one training run holds: data, policy, engine, optimizer, planner, log and counters."""
     cfg: Config
     run_dir: Path
@@ -124,19 +133,14 @@ class Run:
 
     @classmethod
     def open(cls, cfg: Config, guard: ckpt.RunGuard, *, resume: bool, reward_fn: RewardFn | None,
-             hooks: Sequence[Hook]) -> "Run":
+             hooks: Sequence[Hook]) -> "TrainingRun":
         """Load data and policy, build the planner, lock the run folder (``guard``) and restore the newest
         usable checkpoint when resuming. Bad input fails before anything is written."""
         choose_threads(cfg.threads)
         seed_everything(cfg.seed, 0)
-        train_set, eval_set = load_task(cfg)
-        check_pool_size(cfg, len(train_set))
-        model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-        check_prompt_lengths(tokenizer, model, (train_set, eval_set), cfg.grpo.max_new_tokens)
-        model.to(cfg.torch_device)
-        embeddings = (pool_embeddings(cfg.predictor.embedder, train_set.prompts, policy=model, tokenizer=tokenizer)
-                      if cfg.uses_selection else None)
-        planner = RoundPlanner(cfg, train_set, embeddings, replay_shortfall="partial")
+        prepared = prepare_run(cfg, to_device=True)
+        train_set, eval_set, model, tokenizer = prepared.train_set, prepared.eval_set, prepared.model, prepared.tokenizer
+        planner = RoundPlanner(cfg, train_set, prepared.embeddings, replay_shortfall="partial")
         run_dir = guard.open(cfg, resume=resume)
         gcfg = cfg.grpo
         # foreach=False: the multi-tensor step would hold a temporary copy of every parameter at once
@@ -175,10 +179,10 @@ class Run:
                               step=step, temperature=gcfg.temperature, micro_batch_size=gcfg.micro_batch_size,
                               autocast=gcfg.bf16_autocast, stopwatch=clock, behaviour_logprobs=behaviour_logprobs)
 
-    def refill(self, fresh: list[Group], step: int, clock: Stopwatch) -> list[Group]:
+    def refill(self, fresh: list[Group], step: int, clock: Stopwatch) -> tuple[list[Group], dict[str, Any]]:
         """Method 'dapo' (DAPO's dynamic sampling, docs/method.md §6): drop groups without reward spread and
         roll out more uniform questions until B groups have spread or ``max_refills`` rounds ran; every
-        dropped group's generations count (``planner.record_discarded``)."""
+        dropped group's generations count (``planner.record_discarded``). Returns (kept groups, metrics)."""
         B, planner = self.cfg.grpo.questions_per_step, self.planner
         kept, dropped, rounds = [g for g in fresh if g.has_variance], [g for g in fresh if not g.has_variance], 0
         while len(kept) < B and rounds < self.cfg.selection.max_refills:
@@ -186,14 +190,16 @@ class Run:
             kept += [g for g in more if g.has_variance]
             dropped += [g for g in more if not g.has_variance]
             rounds += 1
-        planner.record_discarded(dropped)
-        planner.metrics.update({"rollout/refill_rounds": float(rounds),
-                                "rollout/filter_shortfall": float(max(0, B - len(kept)))})
-        return kept
+        return kept, {**planner.record_discarded(dropped), "rollout/refill_rounds": float(rounds),
+                      "rollout/filter_shortfall": float(max(0, B - len(kept)))}
 
     def update(self, fresh: list[Group], replayed: list[Group], step: int):
+        """The policy update; then the gradients and the heap pages they held are freed, so sampling and
+        evaluation do not run on top of the update's peak."""
         result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
                                rng=np.random.default_rng([self.cfg.seed, step, 2]), ref_model=self.ref_model)
+        self.optimizer.zero_grad(set_to_none=True)
+        release_freed_memory()
         self.engine.sync_weights()
         return result
 
@@ -228,11 +234,13 @@ class Run:
         for hook in self.hooks if replay_hooks else ():
             hook(record)
 
-    def finish_step(self, step: int, clock: Stopwatch, update, fresh: list[Group], started: float) -> dict[str, Any]:
-        """The step's record; evaluation and checkpoint when due (excluded from ``time/elapsed``)."""
+    def finish_step(self, step: int, clock: Stopwatch, planned: dict[str, Any], update, fresh: list[Group],
+                    started: float) -> dict[str, Any]:
+        """The step's record from the planner's ``planned`` metrics and the update; evaluation and
+        checkpoint when due (excluded from ``time/elapsed``)."""
         cfg, s = self.cfg, self.state
         s.step, s.bad_steps = step, (s.bad_steps + 1 if update.skipped else 0)
-        record = {**self.planner.metrics, **update.metrics(), **clock.seconds,
+        record = {**planned, **update.metrics(), **clock.seconds,
                   "train/completion_tokens": float(np.mean([len(r.completion_ids) for g in fresh for r in g.rollouts])),
                   "rollout/reward_errors": self.reward.pop_error_count(), "rollout/reward_clamped": self.clamped.pop_count()}
         record["time/step"] = time.perf_counter() - started
@@ -264,7 +272,7 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
            reward_fn: RewardFn | None) -> RunResult:
     from tqdm.std import tqdm as text_tqdm
     from tqdm.auto import tqdm as auto_tqdm
-    run = Run.open(cfg, guard, resume=resume, reward_fn=reward_fn, hooks=hooks)
+    run = TrainingRun.open(cfg, guard, resume=resume, reward_fn=reward_fn, hooks=hooks)
     planner, state = run.planner, run.state
     if state.step == 0 and cfg.eval_every > 0 and run.eval_set:
         run.emit({"step": 0, **run.evaluate(0), "rollout/total_generations": 0, "time/elapsed": 0.0,
@@ -275,26 +283,26 @@ def _train(cfg: Config, guard: ckpt.RunGuard, *, hooks: Sequence[Hook], resume: 
         step, started, clock = state.step + 1, time.perf_counter(), Stopwatch()
         seed_everything(cfg.seed, step)
         # --- 1. predict difficulty: at a round start (DOTS methods) roll out and label the reference set
-        references = planner.begin_step()
+        start = planner.begin_step()
         with clock("time/reference"):  # μ only if a reference group may train later in the round
-            reference_groups = run.rollout(references, step, clock,
+            reference_groups = run.rollout(start.references, step, clock,
                                            behaviour_logprobs=cfg.selection.reuse_reference_rollouts)
         # --- 2. select questions: d̂ for the pool, the round's DOTS draw (or uniform batches), replay picks
-        plan = planner.plan_step(reference_groups=reference_groups)
+        plan, planned = planner.plan_step(start, reference_groups=reference_groups)
         # --- 3. rollout: G completions per fresh question (their μ comes with the update's first forward)
         with clock("time/generation"):
-            fresh = run.rollout(plan.fresh, step, clock) + planner.reused_groups(plan)
+            fresh, filtered = run.rollout(plan.fresh, step, clock) + planner.reused_groups(plan), {}
             if cfg.filters_groups:  # DAPO's baseline: only groups with reward spread train
-                fresh = run.refill(fresh, step, clock)
+                fresh, filtered = run.refill(fresh, step, clock)
         # --- 4. score & advantages: rewards came with the rollouts; advantages are recomputed in the update
         # --- 5. mix with replay: stored groups with their μ, corrected by c = π_old/μ in the loss
         replayed = planner.replay_groups(plan.replay)
         # --- 6. policy update; then the fresh groups label the predictor and enter the buffer
         with clock("time/update"):
             update = run.update(fresh, replayed, step)
-        planner.record_fresh(update.fresh)  # with the μ the update computed, for the replay buffer
+        recorded = planner.record_fresh(plan, update.fresh)  # with the μ the update computed, for the buffer
         # --- 7. log / eval / checkpoint
-        record = run.finish_step(step, clock, update, fresh, started)
+        record = run.finish_step(step, clock, step_metrics(planned, filtered, recorded), update, fresh, started)
         bar.update(1)
         zero_var = record["rollout/frac_zero_std"]
         bar.set_postfix({"pass": f"{record['train/pass_rate']:.2f}",

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import QuestionSet, load_task
-from .embed import pool_embeddings
+from .data import QuestionSet
+from .difficulty import Labels
 from .history import HistoryPrediction, HistoryPredictor
 from .live import Progress
-from .models import load_policy
 from .predictor import OnlinePredictor, choose_reference_set
+from .prepare import embed_pool, prepare_run
 from .rewards import SafeReward, get_reward_fn
 from .rollout import HFGenerateEngine, measure_correct
 from .trainer import choose_threads
@@ -138,7 +138,7 @@ class Workbench:
         now = max(age for _, age in rounds)
         for indices, age in rounds:
             indices = [int(i) for i in indices]
-            hist.observe(indices, self.label_pool(indices), self.cfg.grpo.group_size, now - age)
+            hist.observe(Labels.measured(indices, self.label_pool(indices), self.cfg.grpo.group_size, now - age))
         return hist.predict(now)
 
 
@@ -146,10 +146,9 @@ def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:
     """Load ``cfg``'s task (pool = train split, probes = held-out eval split), policy and embedder."""
     choose_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    pool, probe = load_task(cfg)
-    model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    pool_emb = pool_embeddings(cfg.predictor.embedder, pool.prompts, policy=model, tokenizer=tokenizer)
-    probe_emb = pool_embeddings(cfg.predictor.embedder, probe.prompts, policy=model, tokenizer=tokenizer)
+    prepared = prepare_run(cfg, embed=True)
+    pool, probe, model, tokenizer = prepared.train_set, prepared.eval_set, prepared.model, prepared.tokenizer
+    pool_emb, probe_emb = prepared.embeddings, embed_pool(cfg, probe, model, tokenizer)
     predictor = OnlinePredictor(cfg.predictor, embed_dim=pool_emb.shape[1], seed=cfg.seed)
     return Workbench(cfg, pool, probe, pool_emb, probe_emb, RolloutLabeler(model, tokenizer, cfg, progress=progress),
                      predictor)

@@ -64,19 +64,13 @@ def parse(argv: list[str]) -> tuple[dict, dict, argparse.Namespace]:
 
 def embed_pool(cfg) -> int:
     """Compute and cache the pool's embeddings once, so the ranks of a launch only read them."""
-    from dotslab.data import load_task
-    from dotslab.embed import pool_embeddings
-    from dotslab.models import cache_root, load_policy
+    from dotslab.models import cache_root
+    from dotslab.prepare import prepare_run
 
     if not cfg.uses_selection:
         print(f"train_trl: method {cfg.method!r} uses no embeddings")
         return 0
-    train_set, _ = load_task(cfg)
-    model, tok = load_policy(cfg.policy, seed=cfg.seed) if cfg.predictor.embedder == "policy" else (None, None)
-    if model is not None:
-        model.to(cfg.torch_device)
-    emb = pool_embeddings(cfg.predictor.embedder, train_set.prompts, policy=model, tokenizer=tok,
-                          device=cfg.torch_device)
+    emb = prepare_run(cfg, policy=False, to_device=True, embed_device=cfg.torch_device).embeddings
     print(f"train_trl: cached {emb.shape[0]} embeddings ({emb.shape[1]}-d) under {cache_root() / 'embeddings'}")
     return 0
 

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dotslab.data import (arithmetic_questions, load_file, load_task, reasoning_gym_questions, render_prompt,
-                          save_jsonl)
+from dotslab.data import arithmetic_questions, reasoning_gym_questions, render_prompt, save_jsonl
+from dotslab.readers import load_file
+from dotslab.tasks import load_task
 from dotslab.models import tiny_tokenizer
 from dotslab.rewards import get_reward_fn
 

@@ -97,7 +97,8 @@ def test_step_split_and_three_percent_verdict():
 # ---- task mix -----------------------------------------------------------------------------------
 def test_write_mix_writes_the_arithmetic_mix(tmp_path):
     from benchmarks.tasks import write_mix
-    from dotslab.data import arithmetic_mix_questions, load_file
+    from dotslab.data import arithmetic_mix_questions
+    from dotslab.readers import load_file
 
     path = write_mix(tmp_path / "mix.jsonl", 40, seed=0)
     assert [q.prompt for q in load_file(path)] == [q.prompt for q in arithmetic_mix_questions(40, 0)]
@@ -152,7 +153,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, tmp_cache):
         assert {"seconds", "generations", "seconds_ratio", "generations_ratio", "steps_ratio",
                 "final_pass_rate"} <= set(m)
         assert {"ci_low", "ci_high", "per_seed"} <= set(m["seconds_ratio"])
-    # generations per step follow B·G, δB·G after round 0, (δB + K/µ)·G
+    # generations per step follow B·G, δB·G after round 0, (δB + K/ν)·G
     gens = {m: t["per_seed"][m]["0"]["total_generations"] for m in t["methods"]}
     B, G, K, steps = 4, 2, 2, 4
     assert gens["grpo"] == steps * B * G

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from dotslab.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
-from dotslab.config import Config, ConfigError, from_namespace, paper, tiny
+from dotslab.config import Config, ConfigError, paper, tiny
+from dotslab.params import from_namespace
 from dotslab.metrics import GLOSSARY, JsonlLogger, pass_rate_histogram, read_jsonl, repair_jsonl, truncate_after_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +144,7 @@ def test_running_the_config_cell_again_is_harmless():
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
     try:
-        for source in (CELL_10, "from dotslab.config import from_namespace",
+        for source in (CELL_10, "from dotslab.params import from_namespace",
                        "cfg = from_namespace(globals(), exclude=('resume',))",
                        "for alpha, tau in ((0.5, 1e-3), (0.8, 0.1)):\n    total_steps = 99",
                        "cfg2 = from_namespace(globals(), exclude=('resume',))"):

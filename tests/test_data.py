@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from dotslab.answers import INSTRUCTIONS
 from dotslab.data import (ARITHMETIC_MIX, DataError, QuestionSet, arithmetic_mix_questions, arithmetic_questions,
-                          load_task, reasoning_gym_questions, render_prompt, save_jsonl)
+                          reasoning_gym_questions, render_prompt, save_jsonl)
 from dotslab.readers import load_file, load_hf
+from dotslab.tasks import load_task
 from dotslab.records import Question
 
 ROWS = [{"id": i, "question": f"What is {i} + 1?", "answer": i + 1, "level": i % 3} for i in range(6)]

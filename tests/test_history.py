@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dotslab.config import Config, PredictorConfig, tiny
+from dotslab.difficulty import Labels
 from dotslab.history import HistoryPredictor, kernel_difficulty, shrink_to_own
 from dotslab.planner import RoundPlanner
 from dotslab.predictor import OnlinePredictor
@@ -66,7 +67,7 @@ def test_predictor_matches_a_direct_loop_and_forgets_labels_outside_the_window()
     pred = HistoryPredictor(cfg, torch.tensor(emb, dtype=torch.float32))
     labels = {}
     for step, idx, d, n in ((1, [0, 1], [0.25, 1.0], 4), (3, [2, 3, 1], [0.5, 0.0, 0.75], 4), (5, [4], [1.0], 8)):
-        pred.observe(idx, d, n, step)
+        pred.observe(Labels.measured(idx, d, n, step))
         labels.update({i: (x, step, n) for i, x in zip(idx, d)})
     got = pred.predict(5)
     assert sorted(got.key_index.tolist()) == [1, 2, 3, 4]       # question 0 (step 1) is outside W = 3
@@ -81,7 +82,7 @@ def test_agreeing_references_do_not_flatten_the_prediction(label):
     refs = [0, 1, 2, 3]
     cfg = PredictorConfig(predictor_mode="history")
     hist = HistoryPredictor(cfg, emb)
-    hist.observe(refs, [label] * 4, 4, step=1)
+    hist.observe(Labels.measured(refs, [label] * 4, 4, step=1))
     d = hist.predict(1).difficulty.numpy()
     others = np.arange(4, 30)
     assert d[others].max() - d[others].min() > 1e-3, "flat: no ranking"

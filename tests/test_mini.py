@@ -10,10 +10,11 @@ import torch
 
 from dotslab import mini
 from dotslab.config import Config, ConfigError
-from dotslab.data import (DataError, addition_digits, addition_questions, is_rl_question, load_task,
-                          max_new_tokens_for, render_prompt, worked_answer)
+from dotslab.data import (DataError, addition_digits, addition_questions, is_rl_question, max_new_tokens_for,
+                          render_prompt, worked_answer)
 from dotslab.models import load_policy
 from dotslab.rewards import auto_reward, explain
+from dotslab.tasks import load_task
 
 SMALL = mini.MiniSpec(layers=1, hidden_size=16, heads=2, intermediate_size=32, steps=3, batch_size=4,
                       warmup_steps=1)

@@ -11,7 +11,10 @@ import torch
 from dotslab.config import Config, tiny
 from dotslab.data import arithmetic_questions
 from dotslab.embed import make_embedder
+from dotslab.difficulty import PoolPrediction
+from dotslab.history import HistoryPredictor
 from dotslab.planner import RoundPlanner
+from dotslab.predictor import OnlinePredictor
 from dotslab.records import Group, Rollout
 
 
@@ -33,14 +36,16 @@ def run_planner(cfg, steps, *, shortfall="fresh", with_groups=False):
     planner, plans = RoundPlanner(cfg, pool, emb, replay_shortfall=shortfall), []
     G = cfg.grpo.group_size
     for _ in range(steps):
-        refs = planner.begin_step()
+        start = planner.begin_step()
+        refs = start.references
         if with_groups:
-            plan = planner.plan_step(reference_groups=[fake_group(pool[i], planner.step, G) for i in refs])
+            plan, _ = planner.plan_step(start, reference_groups=[fake_group(pool[i], start.step, G) for i in refs])
         else:
-            plan = planner.plan_step([fake_group(pool[i], planner.step, G).difficulty for i in refs] if refs else None)
+            plan, _ = planner.plan_step(start, [fake_group(pool[i], start.step, G).difficulty for i in refs]
+                                        if refs else None)
         planner.replay_groups(plan.replay)
         fresh = [fake_group(pool[i], plan.step, G) for i in plan.fresh] + planner.reused_groups(plan)
-        planner.record_fresh(fresh)
+        planner.record_fresh(plan, fresh)
         plans.append(plan)
     return planner, plans
 
@@ -92,10 +97,11 @@ def test_both_shortfall_options_plan_alike_while_the_buffer_is_full(tmp_path):
 
 
 def test_round_draw_is_shuffled_before_it_is_cut_into_steps(tmp_path, monkeypatch):
-    """With d̂ fixed and τ tiny, the round's draw is the µB questions nearest α; step 1 must not get the nearest half."""
+    """With d̂ fixed and τ tiny, the round's draw is the νB questions nearest α; step 1 must not get the nearest half."""
     n = 48
     d_hat = np.linspace(0.0, 1.0, n)
-    monkeypatch.setattr(RoundPlanner, "_predict", lambda self, refs, labels: d_hat.copy())
+    for model in (OnlinePredictor, HistoryPredictor):  # whichever predictor_mode the config names
+        monkeypatch.setattr(model, "predict_pool", lambda self, references, step: PoolPrediction(torch.tensor(d_hat), {}))
     B = 4
     nearest = set(np.argsort(np.abs(d_hat - 0.5), kind="stable")[:2 * B].tolist())
     nearest_half = set(np.argsort(np.abs(d_hat - 0.5), kind="stable")[:B].tolist())

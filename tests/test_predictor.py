@@ -110,8 +110,8 @@ def _cfg(**kw) -> PredictorConfig:
 def test_fit_does_nothing_below_min_labels():
     p = OnlinePredictor(_cfg(min_labels_to_train=16), D, seed=0)
     e, d = _synthetic(20, 1)
-    p.observe(e[:10], d[:10], round=0)
-    p.observe(e[10:], d[10:], round=1)               # 20 labels, but no round has 16
+    p.add_labels(e[:10], d[:10], round=0)
+    p.add_labels(e[10:], d[10:], round=1)               # 20 labels, but no round has 16
     before = {k: v.clone() for k, v in p.model.state_dict().items()}
     assert p.fit(5) == {"predictor/labels": 20.0}
     assert not p.is_trained
@@ -122,11 +122,11 @@ def test_fit_does_nothing_below_min_labels():
 def test_label_history_is_bounded():
     p = OnlinePredictor(_cfg(label_history=30), D, seed=0)
     e, d = _synthetic(50, 2)
-    p.observe(e[:25], d[:25], round=0)
-    p.observe(e[25:], d[25:], round=1)
+    p.add_labels(e[:25], d[:25], round=0)
+    p.add_labels(e[25:], d[25:], round=1)
     assert p.num_labels == 30
     with pytest.raises(ValueError):
-        p.observe(e[:2], torch.tensor([0.5, 1.5]), round=2)
+        p.add_labels(e[:2], torch.tensor([0.5, 1.5]), round=2)
 
 
 def test_online_training_beats_raw_attention():
@@ -134,7 +134,7 @@ def test_online_training_beats_raw_attention():
     p = OnlinePredictor(_cfg(), D, seed=0)
     for r in range(6):
         e, d = _synthetic(64, 100 + r)
-        p.observe(e, d, round=r)
+        p.add_labels(e, d, round=r)
     pool, actual = _synthetic(300, 7)
     refs = torch.arange(16)
     raw = p.predict(pool, pool[refs], actual[refs], ref_index_in_pool=refs)
@@ -163,7 +163,7 @@ def test_state_dict_round_trip_is_exact():
     p = OnlinePredictor(_cfg(), D, seed=3)
     for r in range(3):
         e, d = _synthetic(40, 200 + r)
-        p.observe(e, d, round=r)
+        p.add_labels(e, d, round=r)
     p.fit(20)
     buf = io.BytesIO()
     torch.save(p.state_dict(), buf)

@@ -251,7 +251,7 @@ def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path, tmp_cache):
 # ---- 10. smaller items ----------------------------------------------------------------------------------
 def test_reward_errors_count_the_steps_own_generations_and_reproduce_after_resume(tmp_path, tmp_cache):
     """Issue: rollout/reward_errors added in the previous evaluation's errors and differed after a resume."""
-    from dotslab.data import load_task
+    from dotslab.tasks import load_task
     cfg = tiny_cfg(tmp_path, run_name="full", total_steps=4, eval_every=2, checkpoint_every=2)
     eval_ids = set(load_task(cfg)[1].ids)
 

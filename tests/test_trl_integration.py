@@ -87,8 +87,8 @@ def test_replayed_rows_give_the_method_loss_and_gradient(tmp_path):
     out = {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask,
            "advantages": adv, "num_items_in_batch": c_mask.sum(),
            "old_per_token_logps": trainer._token_logps(p_ids, p_mask, c_ids, c_mask)}
-    batch = trainer._with_replay(out, replay)
-    assert trainer.planner.metrics["replay/c_outside_clip_frac"] > 0  # stale enough to matter
+    batch, replay_c = trainer._with_replay(out, replay)
+    assert replay_c["replay/c_outside_clip_frac"] > 0  # stale enough to matter
 
     with torch.no_grad():  # the update moves π_θ away from π_old, so some tokens clip
         for p in model.parameters():
@@ -167,9 +167,9 @@ def test_notebook_trainer_and_trl_plan_the_same_steps(tmp_path, tmp_cache, monke
     real_plan_step = planner_module.RoundPlanner.plan_step
 
     def recording(self, *a, **kw):
-        plan = real_plan_step(self, *a, **kw)
+        plan, metrics = real_plan_step(self, *a, **kw)
         notebook_plans.append(plan.to_dict())
-        return plan
+        return plan, metrics
     monkeypatch.setattr(planner_module.RoundPlanner, "plan_step", recording)
     train(cfg, reward_fn=CountingReward(), progress=False)
     monkeypatch.setattr(planner_module.RoundPlanner, "plan_step", real_plan_step)

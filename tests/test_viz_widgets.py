@@ -514,12 +514,13 @@ def test_policy_load_prints_no_loading_bar_and_restores_the_setting(tmp_path, ca
 
 # ---- history mode in the workbench ----------------------------------------------------------------
 def test_history_keys_table_lists_keys_by_weight_with_their_age_and_the_pseudo_key(tmp_cache):
+    from dotslab.difficulty import Labels
     from dotslab.history import HistoryPredictor
     from dotslab.report import history_keys
     emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7]])
     hist = HistoryPredictor(PredictorConfig(predictor_mode="history"), emb)
-    hist.observe([0], [0.25], 4, step=3)          # age 0 at step 3
-    hist.observe([2], [1.0], 4, step=1)           # age 2
+    hist.observe(Labels.measured([0], [0.25], 4, step=3))          # age 0 at step 3
+    hist.observe(Labels.measured([2], [1.0], 4, step=1))           # age 2
     pred = hist.predict(3)
     table = history_keys(pred, 1, ["a", "b", "c", "d"])
     assert list(table["key"]) == ["a", "c", "prior pseudo-key (an unrelated question)"]

@@ -47,14 +47,13 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, ConfigError
-from ..data import QuestionSet, load_task, render_prompt, user_message
-from ..embed import pool_embeddings
+from ..data import QuestionSet, render_prompt, user_message
 from ..grpo import group_advantages_mean, group_advantages_std
 from ..metrics import JsonlLogger
-from ..models import load_policy
 from ..records import Group, Question, Rollout
 from ..rewards import RewardFn, SafeReward, get_reward_fn
-from ..planner import RoundPlanner
+from ..planner import RoundPlanner, step_metrics
+from ..prepare import embed_pool, prepare_run
 
 TESTED_TRL = ("1.10", "1.17")  # [min, max): _generate, _get_per_token_logps_and_entropies are used as in these
 STATE_FILE = "dotslab_state.pt"
@@ -190,8 +189,7 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
                               "fixed shape, filled with fresh questions")
         if cfg.uses_selection and embeddings is None:
             with self.accelerator.main_process_first():  # rank 0 fills the cache, the others read it
-                embeddings = pool_embeddings(cfg.predictor.embedder, pool.prompts,
-                                             policy=self.accelerator.unwrap_model(self.model), tokenizer=processing_class)
+                embeddings = embed_pool(cfg, pool, self.accelerator.unwrap_model(self.model), processing_class)
         # fixed-shape batches: replay only when the buffer holds all (1-δ)B groups, else run fresh
         self.planner = RoundPlanner(cfg, pool, embeddings, replay_shortfall="fresh", broadcast=self._from_rank0)
         self.dots_records: list[dict[str, Any]] = []
@@ -204,8 +202,9 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         G, n, rank = self.num_generations, self.accelerator.num_processes, self.accelerator.process_index
-        refs = self.planner.begin_step()
-        plan = self.planner.plan_step(self._reference_difficulty(refs) if refs else None)
+        start = self.planner.begin_step()
+        plan, planned = self.planner.plan_step(
+            start, self._reference_difficulty(list(start.references)) if start.references else None)
         if n > 1 and any(p != plan.to_dict() for p in gather_object([plan.to_dict()])):
             raise RuntimeError(f"DOTS step plans differ across processes at step {plan.step}; "
                                "the planner state diverged (non-deterministic reward or predictor?)")
@@ -213,10 +212,12 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
         replay = self.planner.replay_groups(_share(plan.replay, rank, n))  # before record_fresh trims the buffer
         self.dots_reward.rows.clear()
         out = super()._generate_and_score_completions([dict(self.pool_rows[i]) for i in fresh for _ in range(G)])
-        self.planner.record_fresh(self._gather_fresh_groups(out, fresh, plan.step))
+        recorded = self.planner.record_fresh(plan, self._gather_fresh_groups(out, fresh, plan.step))
+        replay_c: dict[str, float] = {}
         if replay:
-            out = self._with_replay(out, replay)
-        record = {**self.planner.metrics, "rollout/reward_errors": self.dots_reward.reward.pop_error_count()}
+            out, replay_c = self._with_replay(out, replay)
+        record = step_metrics(planned, recorded, replay_c,
+                              {"rollout/reward_errors": self.dots_reward.reward.pop_error_count()})
         self.dots_records.append(record)
         self.dots_plans.append(plan.to_dict())
         for k, v in record.items():
@@ -267,8 +268,9 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
             payload = gather_object(payload)
         return [Group(self.pool[q], tuple(Rollout(self.pool[q].id, *r) for r in rs), step) for q, rs in payload]
 
-    def _with_replay(self, out: dict[str, Any], groups: list[Group]) -> dict[str, Any]:
-        """Append replayed rows: stored tokens, π_old as old log-probs, advantages A·c per token."""
+    def _with_replay(self, out: dict[str, Any], groups: list[Group]) -> tuple[dict[str, Any], dict[str, float]]:
+        """Append replayed rows: stored tokens, π_old as old log-probs, advantages A·c per token; returns the
+        batch and the replay c diagnostics."""
         unknown = set(out) - {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                               "num_items_in_batch", "old_per_token_logps", "sampling_per_token_logps",
                               "importance_sampling_ratio", "ref_per_token_logps"}
@@ -317,11 +319,11 @@ class DOTSGRPOTrainer(trl.GRPOTrainer):
             ref = self._token_logps(p_ids, p_mask, c_ids, c_mask, self.ref_model)
             new["ref_per_token_logps"] = cat("ref_per_token_logps", ref, 0.0)
         c = log_c[c_mask.bool()].exp()  # (n_tok,)
-        if c.numel():  # c outside [1-ε, 1+ε]: tokens whose gradient the paper's clip around 1 would zero
-            self.planner.metrics.update({
-                "replay/mean_c": float(c.mean()), "replay/mean_abs_log_c": float(c.log().abs().mean()),
-                "replay/c_outside_clip_frac": float(((c - 1).abs() > self.args.epsilon).float().mean())})
-        return new
+        if not c.numel():
+            return new, {}
+        # c outside [1-ε, 1+ε]: tokens whose gradient the paper's clip around 1 would zero
+        return new, {"replay/mean_c": float(c.mean()), "replay/mean_abs_log_c": float(c.log().abs().mean()),
+                     "replay/c_outside_clip_frac": float(((c - 1).abs() > self.args.epsilon).float().mean())}
 
     # ---- logging, checkpoints -------------------------------------------------------------------
     def _from_rank0(self, obj: Any) -> Any:
@@ -364,15 +366,13 @@ class DotsStateCallback(TrainerCallback):
 
 
 def build_trainer(cfg: Config, *, model: Any = None, tokenizer: Any = None, reward_fn: Optional[RewardFn] = None,
-                  train_set: Optional[QuestionSet] = None, eval_set: Optional[QuestionSet] = None,
                   **grpo_overrides: Any) -> DOTSGRPOTrainer:
-    """Everything from ``cfg`` as the notebook trainer builds it (task, policy, reward), on TRL."""
-    if train_set is None:
-        train_set, eval_set = load_task(cfg)
-    if model is None:
-        model, tokenizer = load_policy(cfg.policy, seed=cfg.seed)
-    return DOTSGRPOTrainer(cfg, model=model, processing_class=tokenizer, pool=train_set, eval_set=eval_set,
-                           reward_fn=reward_fn, args=grpo_config_from(cfg, **grpo_overrides))
+    """Everything from ``cfg`` as the notebook trainer builds it (task, policy, reward), on TRL; the pool's
+    embeddings are computed by the trainer, rank 0 first. (For other question sets, build
+    :class:`DOTSGRPOTrainer` with ``pool=``.)"""
+    prepared = prepare_run(cfg, embed=False, model=model, tokenizer=tokenizer)
+    return DOTSGRPOTrainer(cfg, model=prepared.model, processing_class=prepared.tokenizer, pool=prepared.train_set,
+                           eval_set=prepared.eval_set, reward_fn=reward_fn, args=grpo_config_from(cfg, **grpo_overrides))
 
 
 def train_trl(cfg: Config, **kwargs: Any) -> DOTSGRPOTrainer:
