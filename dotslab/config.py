@@ -453,8 +453,8 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
     # addition, where GRPO learns within minutes on 2 cores; DOTS + replay with the history predictor.
     "mini": dict(
         method="dots_rr", predictor_mode="history", policy="mini", task="addition:2-4", train_size=1024,
-        eval_size=256, total_steps=150, eval_every=10, eval_samples=4, checkpoint_every=50, group_size=8,
-        questions_per_step=16, minibatch_questions=16, learning_rate=3e-4, max_new_tokens=19, temperature=0.6,
+        eval_size=256, total_steps=200, eval_every=10, eval_samples=4, checkpoint_every=50, group_size=8,
+        questions_per_step=16, minibatch_questions=16, learning_rate=1e-4, max_new_tokens=19, temperature=0.6,
         micro_batch_size=128, bf16_autocast=False, reference_set_size=8, buffer_capacity=16, fresh_fraction=0.5,
         steps_per_round=2),
 }
