@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from dotslab.config import Config, cpu_demo, paper, tiny as tiny_preset
 from dotslab.records import Question
@@ -188,6 +188,17 @@ def gpu() -> Bench:
 
 
 CONFIGS: dict[str, Callable[[], Bench]] = {"tiny": tiny, "cpu": cpu, "mini": mini, "gpu": gpu}
+
+
+def with_settings(bench: Bench, settings: Sequence[str]) -> Bench:
+    """``bench`` with its training config overridden by ``KEY=VALUE`` texts (parsed by type, as ``-p``)."""
+    if not settings:
+        return bench
+    from dotslab.params import parse_value
+
+    pairs = dict(kv.split("=", 1) for kv in settings)
+    return dataclasses.replace(bench, train=Config.from_flat({k: parse_value(v, k) for k, v in pairs.items()},
+                                                             base=bench.train))
 
 
 def estimate_seconds(bench: Bench, parts: tuple[str, ...]) -> dict[str, float]:

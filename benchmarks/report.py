@@ -147,6 +147,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                          f"{_spread(a['seconds_per_step'])} | {_spread(a.get('generations_per_step'), '{:.1f}')} | "
                          f"{_spread(a['effective_frac'], '{:.2f}')} |")
         lines.append("")
+        lines += _diagnostics_lines(result, t)
     p = parts.get("predictor")
     if p:
         h = p.get("history_size", 0)
@@ -222,6 +223,30 @@ def markdown(result: Mapping[str, Any]) -> str:
         from .peer import peer_markdown
         lines.append(peer_markdown(q))
     return "\n".join(lines) + "\n"
+
+
+def _diagnostics_lines(result: Mapping[str, Any], t: Mapping[str, Any]) -> list[str]:
+    """The per-step diagnostics table (``timetotarget.step_diagnostics``) with the in-run predictor r."""
+    d, in_run = t.get("diagnostics"), t.get("in_run_predictor") or {}
+    if not d:
+        return []
+    lines = ["**Why**, from the training steps of all seeds (means per step): where a step's seconds go, the "
+             "share of fresh groups with reward spread, the in-run predictor's pooled Pearson r (each fresh batch "
+             "scored before its rollouts), replay's importance weight c = π_old/μ (mean of the per-step means, "
+             "largest, share of steps above 2), the gradient norm before clipping, and the largest fall of the "
+             "held-out pass rate between consecutive evaluations (mean over seeds).", "",
+             "| arm | s / step | generation | references | update | other | groups with spread | predictor r | "
+             "c mean / max / >2 | grad norm mean / max | largest eval fall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arm, a in d.items():
+        s = a["seconds"]
+        r = (in_run.get(arm) or {}).get("pooled", {}).get("pearson", {}).get("mean")
+        c = "—" if a["mean_c"] is None else f"{a['mean_c']:.2f} / {a['max_c']:.1f} / {100 * a['steps_c_over_2']:.0f}%"
+        lines.append(f"| {_label(result, arm)} | {a['step_seconds']:.2f} | {s['time/generation']:.2f} | "
+                     f"{s['time/reference']:.2f} | {s['time/update']:.2f} | {s['other']:.2f} | "
+                     f"{a['spread_share']:.2f} | {_num(r, '{:.2f}')} | {c} | "
+                     f"{_num(a['grad_norm_mean'], '{:.2f}')} / {_num(a['grad_norm_max'], '{:.2f}')} | "
+                     f"{_num(a['largest_eval_fall'], '{:.3f}')} |")
+    return lines + [""]
 
 
 # ---- plot -------------------------------------------------------------------------------------
@@ -328,7 +353,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
 
 
 def readme_markers(name: str) -> tuple[str, str]:
-    """The comment lines around a config's block in README.md (``python -m benchmarks.run --readme``)."""
+    """The comment lines around a config's block in docs/benchmarks.md (``python -m benchmarks.run --readme``)."""
     return (f"<!-- benchmark:{name}:start (written by python -m benchmarks.run --readme; do not edit) -->",
             f"<!-- benchmark:{name}:end -->")
 

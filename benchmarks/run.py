@@ -12,9 +12,9 @@ Parts (Sun et al., arXiv 2506.05316, §5 and Table 1-2; docs/method.md §7):
   3. overhead: per-step time split; prediction + selection + replay share of a DOTS+RR step (< 3%?).
   4. peer: one GRPO step of dotslab vs TRL GRPOTrainer, same tiny model and batch, own processes.
 
-Writes ``<out>/<config>-<timestamp>.json``, ``<out>/latest-<config>.json``, ``<out>/<config>-latest.md``
+Writes ``<out>/latest-<config>.json`` (one copy, dated inside), ``<out>/<config>-latest.md``
 (the README table) and ``<out>/<config>-latest.png``; run folders go to ``<out>/runs/`` (git-ignored).
-``--readme`` also writes the tables and figure into README.md, between the config's marker comments.
+``--readme`` also writes the tables and figure into docs/benchmarks.md, between the config's marker comments.
 """
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's; cpu: all cores)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override training Config keys (parsed by type, as dotslab train -p), e.g. --set total_steps=2 eval_size=8")
-    ap.add_argument("--readme", nargs="?", const=str(REPO / "README.md"), default=None, metavar="PATH",
+    ap.add_argument("--readme", nargs="?", const=str(REPO / "docs" / "benchmarks.md"), default=None, metavar="PATH",
                     help="also write the tables and figure into PATH's block for this config "
-                         "(default PATH: the repository's README.md)")
+                         "(default PATH: docs/benchmarks.md)")
     ap.add_argument("--resume", default=None, metavar="RUNS_FOLDER",
                     help="finish an interrupted benchmark: train into this runs folder and read back every run "
                          "that already finished there with the same config (benchmarks/timetotarget.py, decision 5)")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from .configs import CONFIGS
+    from .configs import CONFIGS, with_settings
 
     bench = CONFIGS[args.config]()
     if args.seeds:
@@ -102,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = dataclasses.replace(bench, arms=tuple(a for a in bench.arms if a.name in args.arms))
     if args.threads is not None:
         bench = dataclasses.replace(bench, torch_threads=args.threads)
-    if args.set:
-        from dotslab.config import Config
-        from dotslab.params import parse_value
-
-        pairs = dict(kv.split("=", 1) for kv in args.set)
-        bench = dataclasses.replace(bench, train=Config.from_flat(
-            {k: parse_value(v, k) for k, v in pairs.items()}, base=bench.train))
+    bench = with_settings(bench, args.set)
     import torch
 
     threads_before = torch.get_num_threads()
@@ -171,6 +165,7 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
             summary = timetotarget.summarise(records)
             summary["curves"] = timetotarget.eval_curves(records)
             summary["in_run_predictor"] = predictor_part.in_run_quality(records)
+            summary["diagnostics"] = timetotarget.step_diagnostics(records)
             summary["run_dirs"] = run_dirs
             result["parts"]["timetotarget"] = summary
         result["part_seconds"]["training"] = time.perf_counter() - t0
@@ -215,9 +210,8 @@ def _run(bench: Any, args: argparse.Namespace, argv: list[str] | None) -> int:
 
     machine["loadavg_end"] = list(os.getloadavg())
     result["wall_seconds"] = time.perf_counter() - t_start
-    json_path = out / f"{bench.name}-{stamp}.json"
+    json_path = out / f"latest-{bench.name}.json"  # one copy: it names its date; git keeps the older ones
     report.write_json(json_path, result)
-    shutil.copyfile(json_path, out / f"latest-{bench.name}.json")
     md = report.markdown(report.clean(result))
     (out / f"{bench.name}-latest.md").write_text(md, encoding="utf-8")
     report.plot(report.clean(result), out / f"{bench.name}-latest.png")

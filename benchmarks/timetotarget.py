@@ -146,6 +146,40 @@ def summarise(records_by_method_seed: Mapping[str, Mapping[int, Records]],
             "usable_seeds": nontrivial, "per_seed": per_seed, "methods": methods}
 
 
+DIAGNOSTIC_TIMES = ("time/generation", "time/reference", "time/update")
+
+
+def step_diagnostics(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> dict[str, dict[str, Any]]:
+    """Why an arm is fast or slow, pooled over its seeds' training steps: mean seconds per step in
+    generation, reference rollouts, update and the rest; the share of fresh groups with reward spread;
+    replay's c (mean of the per-step ``replay/mean_c``, its largest value, steps with mean c > 2); the
+    pre-clip gradient norm (mean, largest); and the largest fall of the held-out pass rate between two
+    consecutive evaluations (mean over seeds), a sign of unstable updates."""
+    out: dict[str, dict[str, Any]] = {}
+    for arm, by_seed in records_by_method_seed.items():
+        steps = [r for recs in by_seed.values() for r in recs if r.get("step", 0) > 0 and "time/step" in r]
+        if not steps:
+            continue
+        mean = lambda key: float(np.mean([r.get(key) or 0.0 for r in steps]))  # noqa: E731
+        times = {k: mean(k) for k in DIAGNOSTIC_TIMES}
+        times["other"] = mean("time/step") - sum(times.values())
+        cs = [r["replay/mean_c"] for r in steps if r.get("replay/mean_c") is not None and np.isfinite(r["replay/mean_c"])]
+        norms = [r["train/grad_norm"] for r in steps if r.get("train/grad_norm") is not None
+                 and np.isfinite(r["train/grad_norm"])]
+        falls = []
+        for recs in by_seed.values():
+            ev = [r["eval/pass_rate"] for r in recs if r.get("eval/pass_rate") is not None]
+            falls.append(max([a - b for a, b in zip(ev, ev[1:])] + [0.0]))
+        out[arm] = {"seconds": times, "step_seconds": mean("time/step"),
+                    "spread_share": float(np.mean([1 - r.get("rollout/frac_zero_std", 0.0) for r in steps])),
+                    "mean_c": float(np.mean(cs)) if cs else None, "max_c": float(np.max(cs)) if cs else None,
+                    "steps_c_over_2": float(np.mean([c > 2 for c in cs])) if cs else None,
+                    "grad_norm_mean": float(np.mean(norms)) if norms else None,
+                    "grad_norm_max": float(np.max(norms)) if norms else None,
+                    "largest_eval_fall": float(np.mean(falls)) if falls else None}
+    return out
+
+
 def eval_curves(records_by_method_seed: Mapping[str, Mapping[int, Records]]) -> dict[str, dict[int, list]]:
     """[(step, time/elapsed, rollout/total_generations, eval/pass_rate)] per method and seed (for the plot)."""
     return {m: {s: [(r["step"], r.get("time/elapsed", 0.0), r.get("rollout/total_generations", 0),

@@ -296,6 +296,34 @@ def load_for_resume(run_dir: str | os.PathLike, cfg: Config) -> tuple[Path, dict
     return found
 
 
+DATA_FILE = "data.json"
+
+
+def data_identity(train_set: Any, eval_set: Any) -> dict[str, Any]:
+    """What a run trains and evaluates on: the task's source and the two sets' sizes and fingerprints."""
+    return {"source": train_set.source, "train": {"size": len(train_set), "fingerprint": train_set.fingerprint()},
+            "eval": {"size": len(eval_set), "fingerprint": eval_set.fingerprint()}}
+
+
+def check_same_data(run_dir: str | os.PathLike, identity: dict[str, Any], task: str) -> None:
+    """Refuse to resume when the run's questions changed since it started (``data.json`` in the folder;
+    a folder from before it was written is not checked). Raises ResumeError naming the task."""
+    path = Path(run_dir) / DATA_FILE
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    changed = [part for part in ("train", "eval") if saved.get(part) != identity[part]]
+    if changed:
+        what = ", ".join(f"{p} set {saved[p]['size']} questions (fingerprint {saved[p]['fingerprint']}) -> "
+                         f"{identity[p]['size']} ({identity[p]['fingerprint']})" for p in changed)
+        raise ResumeError(f"the questions of task {task!r} changed since the run in {run_dir} started ({what}); "
+                          f"restore the data to resume, or start over with dotslab train --restart")
+
+
+def write_data_identity(run_dir: str | os.PathLike, identity: dict[str, Any]) -> None:
+    write_json_atomic(Path(run_dir) / DATA_FILE, identity)
+
+
 def _metrics_steps(run_dir: Path) -> tuple[int, int]:
     """(first, last) step among the parsable records of metrics.jsonl; (0, 0) without any."""
     steps = []

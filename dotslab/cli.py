@@ -11,8 +11,12 @@ Not from the paper. Decisions:
      folder); a second writer, ``--resume`` with nothing to resume, or a fresh start on a folder that
      holds a run exit 2 with the reason. ``--restart`` deletes the run's checkpoints and metrics first.
   4. A failing cell exits 1 and prints the executed notebook (which shows the error) and the run
-     folder. Ctrl-C interrupts the kernel, which stops training; the command says where the last
-     checkpoint is and exits 130 (a second Ctrl-C stops at once).
+     folder, offering ``--resume`` only when a step was checkpointed. Ctrl-C interrupts the kernel, which
+     stops training; the command says where the last checkpoint is and exits 130 (a second Ctrl-C stops
+     at once). The task is loaded and checked before a kernel starts (a bad file exits 2 in seconds), and on
+     ``--resume`` its questions must be the ones the run started with (``data.json`` in the run folder).
+  5. The kernel uses IPC transport (:class:`LocalKernelManager`), so ipykernel's warning about unencrypted
+     TCP never prints.
 """
 from __future__ import annotations
 
@@ -23,11 +27,24 @@ import signal
 import sys
 from pathlib import Path
 
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import CaselessStrEnum
+
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_diff, field_types
+from .data import DataError
 from .params import notebook_parameters, parse_value, resolve
+from .planner import check_pool_size
+from .tasks import load_task
 
 NOTEBOOK_NAME = "10_train.ipynb"
+
+
+class LocalKernelManager(AsyncKernelManager):
+    """The kernel of ``dotslab train`` talks over IPC (Unix sockets beside its connection file in Jupyter's
+    runtime folder), not TCP: the kernel is local, and over TCP ipykernel warns on every run that its
+    traffic is unencrypted (decision 5)."""
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc" if os.name == "posix" else "tcp")
 
 
 def default_notebook() -> Path:
@@ -85,7 +102,7 @@ def _check_folder(cfg: Config, run_dir: Path, resume: bool) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dotslab", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help=f"run {NOTEBOOK_NAME} under papermill")
@@ -97,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--restart", action="store_true", help="delete the run folder's checkpoints and metrics first")
     tr.add_argument("--dry-run", action="store_true", help="print the config and the run folder, run nothing")
     tr.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     if args.resume and args.restart:
         ap.error("--resume and --restart exclude each other")
@@ -123,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(cfg.run_root) / cfg.resolved_run_name
     output = Path(args.output) if args.output else run_dir / notebook.name
     _say(f"notebook {notebook}", *resolved.summary(), f"run folder {run_dir}")
+    bad_data = _check_task(cfg, run_dir, resume)
+    if bad_data:
+        _say(bad_data)
+        return 2
     if args.dry_run:
         return 0
 
@@ -168,13 +194,17 @@ def _execute(notebook: Path, output: Path, run_dir: Path, params: dict, kernel: 
     _say(f"running {notebook.name} -> {output}")
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
-                            cwd=str(Path.cwd()), progress_bar=False, log_output=True)
+                            cwd=str(Path.cwd()), progress_bar=False, log_output=True,
+                            kernel_manager_class=f"{__name__}.LocalKernelManager")
     except PapermillExecutionError as e:
         if interrupted or e.ename == "KeyboardInterrupt":
             return _interrupted(run_dir)
+        done = ckpt.list_checkpoints(run_dir)
         _say(f"training failed in cell {e.exec_count}: {e.ename}: {e.evalue}",
              f"executed notebook (shows the error): {output}",
-             f"run folder (resume with --resume and the same -p values): {run_dir}")
+             f"run folder (resume with --resume and the same -p values): {run_dir}" if done else
+             f"run folder {run_dir}: no step was checkpointed, so there is nothing to resume; fix the cause "
+             "above and run the same command again")
         return 1
     except KeyboardInterrupt:
         return _interrupted(run_dir)
@@ -186,6 +216,21 @@ def _execute(notebook: Path, output: Path, run_dir: Path, params: dict, kernel: 
             os.environ[ckpt.LOCK_ENV] = old_env
     _say(f"done. notebook {output}", f"run folder {run_dir}")
     return 0
+
+
+def _check_task(cfg: Config, run_dir: Path, resume: bool) -> str | None:
+    """Load the task and check the pool before a kernel starts (a bad file costs no kernel start); on
+    ``--resume``, also that its questions are the ones the run started with. The reason, or None."""
+    try:
+        train_set, eval_set = load_task(cfg)
+        check_pool_size(cfg, len(train_set))
+        if resume:
+            ckpt.check_same_data(run_dir, ckpt.data_identity(train_set, eval_set), cfg.task)
+    except DataError as e:
+        return f"bad task data (nothing was trained; fix it and run again): {e}"
+    except ckpt.ResumeError as e:
+        return str(e)
+    return None
 
 
 def _known_keys_filter(record: logging.LogRecord) -> bool:

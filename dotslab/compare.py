@@ -128,8 +128,19 @@ def comparable_runs(runs: Mapping[str, RunLog], *, baseline: str = "grpo") -> tu
                 diff = run_differences({**best, name: run})
                 shown = "; ".join(f"{k} = {v[name]!r} here, {sorted({repr(x) for n, x in v.items() if n != name})[0]}"
                                   f" in the compared runs" for k, v in list(diff.items())[:3])
+                more = list(diff)[3:]
+                if more:
+                    shown += f"; and {len(more)} more setting{'s' if len(more) > 1 else ''}: {', '.join(more)}"
                 notes.append(f"`{name}` is left out: it differs from the compared runs in more than method and seed "
                              f"({shown}).")
+    twins: dict[tuple, list[str]] = {}
+    for name, (cfg, _) in best.items():
+        twins.setdefault((cfg.get("method"), cfg.get("seed")), []).append(name)
+    for (method, seed), names in twins.items():
+        if len(names) > 1:
+            notes.append(f"{' and '.join(f'`{n}`' for n in names)} are the same method ({method}) and seed ({seed}) "
+                         f"with the same settings: both count, as if they were different seeds"
+                         + (f", so the {baseline} target averages a repeated run" if method == baseline else "") + ".")
     for name, (cfg, records) in best.items():
         done, total = _steps_done(records), cfg.get("total_steps")
         if total and done < total:
@@ -187,10 +198,37 @@ def compare_runs(runs: Mapping[str, RunLog], *, baseline: str = "grpo", target: 
         return pd.DataFrame(), target
     table = pd.DataFrame(rows).set_index("run")
     table.index.name = None  # a named index adds an empty header row
+    first = ["method", "seed", *[c for c in table if c.endswith(f"vs {baseline}")], "final eval pass rate"]
+    table = table[first + [c for c in table if c not in first]]  # the result first: visible without scrolling
     for col in ("seed", "steps", "generations", "step to target", "generations to target"):
         if col in table:
             table[col] = table[col].astype("Int64")  # integers stay integers beside a missing value
     return table, target
+
+
+def describe_result(table: pd.DataFrame, target: float, *, baseline: str = "grpo") -> str:
+    """What the comparison found, in words: per method, its mean time ratio to the target and its mean final
+    pass rate next to the baseline's (time to target alone hides a method that is slower to the target
+    but ends higher)."""
+    col = f"time ratio vs {baseline}"
+    if table.empty or col not in table or not np.isfinite(target):
+        return "No time ratios: the comparison has no target (see above)."
+    by = table.groupby("method")
+    base_final = by["final eval pass rate"].mean().get(baseline, float("nan"))
+    parts = []
+    for method, rows in by:
+        if method == baseline:
+            continue
+        ratio, reached = rows[col].dropna(), rows["step to target"].notna().sum()
+        final = rows["final eval pass rate"].mean()
+        speed = (f"reached the target ({target:.3f}) in {len(rows)} of {len(rows)} runs, in "
+                 f"{ratio.mean():.2f}× {baseline}'s time on average" if reached == len(rows) else
+                 f"reached the target ({target:.3f}) in {reached} of {len(rows)} runs"
+                 + (f" (those in {ratio.mean():.2f}× {baseline}'s time)" if len(ratio) else ""))
+        parts.append(f"**`{method}`** {speed}, and ended at {final:.3f} against {baseline}'s {base_final:.3f}"
+                     f" ({len(rows)} run{'s' if len(rows) > 1 else ''} against "
+                     f"{int((table['method'] == baseline).sum())}).")
+    return " ".join(parts) if parts else f"Only {baseline} runs: nothing to compare with."
 
 
 def run_overview(runs: Mapping[str, RunLog], compared: Mapping[str, RunLog]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ Deviations (dotslab decisions, see docs/method.md):
   1. Presets ``cpu_demo`` and ``tiny`` shrink the paper's sizes but keep the ratios K/B = 1/2,
      δ = 1/2, C/B = 1 and ν = 2 (``tiny`` keeps all but C/B, which it doubles for small batches).
   2. lr for the 135M CPU policy is 3e-5 (paper: 1e-6 for 1.5B-7B policies at B = 512); it was chosen
-     on GRPO alone and is used unchanged for every method (see README, "Choosing lr").
+     on GRPO alone and is used unchanged for every method (docs/benchmarks.md, "Choosing lr").
   3. ``bf16_autocast`` is on by default (fp32 master weights); the paper preset and ``tiny`` turn it off.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class GRPOConfig:
     minibatch_questions: int = 8
     """Groups per optimizer step; B / this = optimizer steps per training step. Paper 64 (8 per step)."""
     learning_rate: float = 3e-5
-    """AdamW lr, constant, no warmup. Paper 1e-6 (1.5B-7B, B = 512); 3e-5 for the 135M CPU policy (README)."""
+    """AdamW lr, constant, no warmup. Paper 1e-6 (1.5B-7B, B = 512); 3e-5 for the 135M CPU policy (docs/benchmarks.md)."""
     weight_decay: float = 0.0
     """AdamW weight decay. Paper 0 [paper], code 0.01 [code]."""
     clip_eps: float = 0.2
@@ -104,7 +104,7 @@ class PredictorConfig:
     """'paper': predict each round from that round's K references only (adapter + calibration, paper
     §3.1). 'history': attention over every label of the last ``history_window`` steps (references and
     fresh groups) plus each question's own recent label (dotslab extension, ``dotslab.history``). The
-    default is the mode the `cpu` benchmark supported (README, "Benchmarks": the smaller median time to
+    default is the mode the `cpu` benchmark supported (docs/benchmarks.md: the smaller median time to
     GRPO's target; the paper's mode missed it in 2 of 3 usable seeds)."""
     history_window: int = 8
     """W: history mode uses labels measured in the last W training steps."""
@@ -151,7 +151,7 @@ class Config:
     (uniform with DAPO's dynamic-sampling filter: groups without reward spread are dropped and refilled,
     docs/method.md §6 "Baseline: DAPO's filter"). The
     default is the arm with the smallest median time to target in the `cpu` benchmark, by the rule its
-    protocol fixed before the run (README, "Benchmarks"): GRPO; DOTS+RR is one switch away."""
+    protocol fixed before the run (docs/benchmarks.md): GRPO; DOTS+RR is one switch away."""
     policy: str = "smollm2"
     """'smollm2' (offline SmolLM2-135M-Instruct), 'tiny' (random-init, tests), or an HF id / local path."""
     task: str = "arithmetic_mix"
@@ -193,7 +193,7 @@ class Config:
     threads: int = 0
     """torch's CPU threads for the run; 0 chooses at start whichever of 1 thread and all cores runs a short
     matmul faster (on a busy 2-core machine 2 threads ran generation several times slower than 1; on a
-    quiet one 2 are faster: README, "Threads"). Float rounding can differ between settings."""
+    quiet one 2 are faster: docs/reference.md, "Threads"). Float rounding can differ between settings."""
     run_root: str = "runs"
     """Folder under which runs/<run_name>/ is created."""
     run_name: str = ""
@@ -246,6 +246,17 @@ class Config:
         for k in RUN_ONLY:
             d.pop(k)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:6]
+
+    def changed_fields(self) -> dict[str, Any]:
+        """The flat fields whose value differs from ``Config()``'s, in field order."""
+        default = Config().to_flat()
+        return {k: v for k, v in self.to_flat().items() if default[k] != v}
+
+    def _repr_markdown_(self) -> str:
+        """In a notebook: a compact table of the fields that differ from the defaults (the repr wraps mid-word)."""
+        rows = [f"| `{k}` | `{v!r}` |" for k, v in self.changed_fields().items()]
+        return ("**Config**, fields that differ from the defaults (`Config()`; the rest: docs/reference.md):\n\n"
+                "| field | value |\n|---|---|\n" + "\n".join(rows) if rows else "**Config**: all defaults.")
 
     # ---- conversions ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -156,3 +156,27 @@ def comparison_figure(runs: Mapping[str, Sequence[dict[str, Any]]], target: floa
                       title=f"{len(runs)} run{'s' if len(runs) != 1 else ''}" + (f"; target pass rate {target:.2f}" if has_target else
                                                    "; no target (no baseline run)"))
     return fig
+
+
+def seed_bands_figure(bands: Mapping[str, Mapping[str, np.ndarray]], title: str = "") -> go.Figure:
+    """Held-out pass rate of several methods over seeds: mean line and lowest-to-highest band, against
+    training steps and against training seconds (``bands``: method -> :func:`dotslab.seeds.eval_bands`)."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("against training steps", "against training seconds (mean over seeds)"))
+    for i, (method, b) in enumerate(bands.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        for col, x in ((1, b["step"]), (2, b["seconds"])):
+            x = list(map(float, x))
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=list(map(float, b["high"])) + list(map(float, b["low"]))[::-1],
+                                     fill="toself", fillcolor=color, opacity=0.2, line={"width": 0},
+                                     hoverinfo="skip", showlegend=False), 1, col)
+            fig.add_trace(go.Scatter(x=x, y=list(map(float, b["mean"])), mode="lines+markers", name=method,
+                                     line={"color": color, "dash": METHOD_DASH.get(method)},
+                                     showlegend=col == 1), 1, col)
+    fig.update_yaxes(title_text="held-out pass rate (band: lowest to highest seed)", col=1)
+    fig.update_xaxes(title_text="step", col=1)
+    fig.update_xaxes(title_text="seconds", col=2)
+    fig.update_layout(title=title or None, width=940, height=380, margin={"t": 60},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+

@@ -91,6 +91,13 @@ class QuestionSet(Sequence[Question]):
     def subset(self, indices: Iterable[int], *, allow_empty: bool = False) -> QuestionSet:
         return QuestionSet([self._questions[i] for i in indices], self.source, allow_empty=allow_empty)
 
+    def fingerprint(self) -> str:
+        """A hash of every question's id, prompt and answer, in order: the set's identity for ``--resume``."""
+        h = hashlib.sha1()
+        for q in self._questions:
+            h.update(json.dumps([q.id, q.prompt, q.answer]).encode())
+        return h.hexdigest()[:16]
+
     def split(self, n_eval: int, seed: int) -> tuple[QuestionSet, QuestionSet]:
         """Return (train, eval): a seeded random ``n_eval`` held out, both kept in original order."""
         if not 0 <= n_eval < len(self):

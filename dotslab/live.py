@@ -64,16 +64,31 @@ class Progress:
     """
 
     def __init__(self, total: int, desc: str, *, unit: str = "", initial: int = 0,
-                 on_update: Callable[[str], None] | None = None, show: bool | None = None):
+                 on_update: Callable[[str], None] | None = None, show: bool | None = None, tick: float = 0.0):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.done = self.initial = int(initial)
         self.on_update = on_update
         self.start = time.perf_counter()
         self._drawn_at = 0.0
         self._handle = None
+        self._stop = threading.Event()
         if on_update is None and (in_kernel() if show is None else show):
             from IPython.display import display
             self._handle = display(self._bundle(), raw=True, display_id=True)
+        if tick > 0 and (self._handle is not None or on_update is not None):
+            # the clock keeps moving while one long call (a batch of rollouts) runs
+            threading.Thread(target=self._tick, args=(tick,), daemon=True).start()
+
+    def _tick(self, every: float) -> None:
+        while not self._stop.wait(every) and self.done < self.total:
+            self._drawn_at = 0.0
+            self.update(0)
+
+    def close(self) -> None:
+        """Stop the ticking clock (also when the work failed part-way) and draw the line once more."""
+        self._stop.set()
+        self._drawn_at = 0.0
+        self.update(0)
 
     def text(self) -> str:
         elapsed = time.perf_counter() - self.start
@@ -104,8 +119,7 @@ class Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._drawn_at = 0.0
-        self.update(0)
+        self.close()
 
 
 def run_progress_title(title: str, records: Sequence[dict[str, Any]], total_steps: int | None) -> str:

@@ -152,7 +152,11 @@ class TrainingRun:
                   optimizer, planner, SafeReward(clamped), clamped, logger=None, records=[], hooks=hooks,
                   ref_model=ref_model)
         metrics_path = run_dir / "metrics.jsonl"
+        identity = ckpt.data_identity(train_set, eval_set)
+        if resume:
+            ckpt.check_same_data(run_dir, identity, cfg.task)
         found = ckpt.load_for_resume(run_dir, cfg) if resume else None
+        ckpt.write_data_identity(run_dir, identity)
         if found is not None:
             saved = found[1]
             model.load_state_dict(saved["model"])

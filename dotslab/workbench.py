@@ -39,7 +39,7 @@ ProgressFn = Callable[[str], None]
 class RolloutLabeler:
     """Measured difficulty d = 1 - pass rate of G completions per question, cached by question id."""
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: Config, *, chunk: int = 16, progress: bool = True):
+    def __init__(self, model: Any, tokenizer: Any, cfg: Config, *, chunk: int = 4, progress: bool = True):
         g = cfg.grpo
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.engine = HFGenerateEngine(model, tokenizer, max_new_tokens=g.max_new_tokens,
@@ -63,14 +63,17 @@ class RolloutLabeler:
         if todo:
             show = (self.progress if progress is None else progress) and on_progress is None
             bar = Progress(len(todo), f"rolling out {len(todo)} questions × {g.group_size}", unit=" questions",
-                           on_update=on_progress, show=None if show else False)
-            for part in (todo[i:i + chunk] for i in range(0, len(todo), chunk)):
-                started = time.perf_counter()
-                correct = measure_correct(self.engine, self.tokenizer, part, g.group_size, self.reward)  # (n, G)
-                self.seconds += time.perf_counter() - started
-                self.cache.update((q.id, float(1 - row.mean())) for q, row in zip(part, correct))
-                self.generations += len(part) * g.group_size
-                bar.update(len(part))
+                           on_update=on_progress, show=None if show else False, tick=1.0)
+            try:
+                for part in (todo[i:i + chunk] for i in range(0, len(todo), chunk)):
+                    started = time.perf_counter()
+                    correct = measure_correct(self.engine, self.tokenizer, part, g.group_size, self.reward)  # (n, G)
+                    self.seconds += time.perf_counter() - started
+                    self.cache.update((q.id, float(1 - row.mean())) for q, row in zip(part, correct))
+                    self.generations += len(part) * g.group_size
+                    bar.update(len(part))
+            finally:
+                bar.close()
         return np.array([self.cache[q.id] for q in questions], dtype=float)
 
     @property
@@ -146,6 +149,9 @@ def open_workbench(cfg: Config, *, progress: bool = True) -> Workbench:
     """Load ``cfg``'s task (pool = train split, probes = held-out eval split), policy and embedder."""
     choose_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if progress:
+        print(f"loading the policy ({cfg.policy}), the task ({cfg.task}) and the pool's embeddings "
+              f"({cfg.predictor.embedder})…", flush=True)
     prepared = prepare_run(cfg, embed=True)
     pool, probe, model, tokenizer = prepared.train_set, prepared.eval_set, prepared.model, prepared.tokenizer
     pool_emb, probe_emb = prepared.embeddings, embed_pool(cfg, probe, model, tokenizer)

@@ -238,16 +238,19 @@ def test_entry_point_rejects_unknown_parts_and_missing_baseline(tmp_path):
         main(["--config", "tiny", "--only", "timetotarget", "--arms", "dots_rr", "--out", str(tmp_path)])
 
 
-def test_readme_shows_the_committed_cpu_benchmark():
-    """README's cpu block is exactly what `benchmarks.run --config cpu --readme` wrote from the committed result."""
+@pytest.mark.parametrize("name", ["cpu", "mini"])
+def test_benchmarks_doc_shows_the_committed_benchmark(name):
+    """docs/benchmarks.md's block for a config is exactly what `benchmarks.run --config <name> --readme` wrote
+    from the committed result."""
     root = Path(__file__).resolve().parent.parent
     results = root / "benchmarks" / "results"
-    block = readme_block((root / "README.md").read_text(encoding="utf-8"), "cpu")
-    assert block is not None, "README.md lost its benchmark:cpu block"
-    md = (results / "cpu-latest.md").read_text(encoding="utf-8")
-    assert block == readme_content(md, results / "cpu-latest.png", root / "README.md")
-    saved = json.loads((results / "latest-cpu.json").read_text(encoding="utf-8"))
-    assert markdown(clean(saved)) == md, "cpu-latest.md was edited by hand or is stale against latest-cpu.json"
+    doc = root / "docs" / "benchmarks.md"
+    block = readme_block(doc.read_text(encoding="utf-8"), name)
+    assert block is not None, f"docs/benchmarks.md lost its benchmark:{name} block"
+    md = (results / f"{name}-latest.md").read_text(encoding="utf-8")
+    assert block == readme_content(md, results / f"{name}-latest.png", doc)
+    saved = json.loads((results / f"latest-{name}.json").read_text(encoding="utf-8"))
+    assert markdown(clean(saved)) == md, f"{name}-latest.md was edited by hand or is stale against latest-{name}.json"
 
 
 def test_bootstrap_ci_of_the_median_against_a_direct_enumeration():
@@ -405,3 +408,80 @@ def test_profile_step_runs_and_puts_the_originals_back(tmp_path, tmp_cache):
     assert got["calls"]["sampling"] >= 3 and got["calls"]["update"] == 3       # warm-up step included
     assert got["peak_rss_mb"] >= got["peak_rss_per_call_mb"]["update"] > 0
     assert (rollout.HFGenerateEngine.sample, trainer.policy_update) == before
+
+
+def test_sweep_knob_values_and_bootstrap_ci_by_hand():
+    from benchmarks.configs import CONFIGS
+    from benchmarks.sweep import KNOBS, bootstrap_mean_ci, knob_arms
+    mini = CONFIGS["mini"]()
+    assert KNOBS["C"][1](mini) == (8, 16, 32) and KNOBS["K"][1](mini) == (4, 16, 64)
+    arms = knob_arms(mini, "delta")
+    assert [dict(a.settings)["fresh_fraction"] for a in arms] == [0.25, 0.5, 1.0]
+    assert all(dict(a.settings)["method"] == "dots_rr" for a in arms)
+    # two values 0 and 1: resampled means are 0, 1/2, 1 with chances 1/4, 1/2, 1/4 -> percentiles 2.5 and 97.5
+    assert bootstrap_mean_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_mean_ci([0.4, 0.4, 0.4]) == (0.4, 0.4)
+
+
+def test_sweep_runs_one_knob_on_the_tiny_config(tmp_path):
+    from benchmarks.sweep import main as sweep_main
+    assert sweep_main(["--config", "tiny", "--knobs", "delta", "--seeds", "0", "1", "--set", "total_steps=2",
+                       "eval_every=1", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "sweep-tiny-latest.json").read_text())
+    rows = saved["knobs"]["delta"]["rows"]
+    assert [r["value"] for r in rows] == [0.25, 0.5, 1.0] and saved["seeds"] == [0, 1]
+    assert (tmp_path / "sweep-tiny-delta.png").stat().st_size > 0
+    assert not list(tmp_path.glob("sweep-tiny-2*.json"))  # one copy of the results file
+
+
+def test_step_diagnostics_by_hand():
+    from benchmarks.timetotarget import step_diagnostics
+
+    def rec(step, gen, ref, upd, total, zero, c=None, norm=1.0, ev=None):
+        r = {"step": step, "time/generation": gen, "time/reference": ref, "time/update": upd, "time/step": total,
+             "rollout/frac_zero_std": zero, "train/grad_norm": norm}
+        if c is not None:
+            r["replay/mean_c"] = c
+        if ev is not None:
+            r["eval/pass_rate"] = ev
+        return r
+
+    runs = {"dots_rr": {0: [{"step": 0, "eval/pass_rate": 0.3},
+                            rec(1, 0.2, 0.1, 0.3, 0.7, 0.5, norm=2.0, ev=0.5),
+                            rec(2, 0.4, 0.0, 0.5, 1.0, 0.25, c=3.0, norm=4.0, ev=0.4)],
+                        1: [{"step": 0, "eval/pass_rate": 0.2}, rec(1, 0.2, 0.1, 0.1, 0.5, 0.75, c=1.0, ev=0.1)]}}
+    d = step_diagnostics(runs)["dots_rr"]
+    assert math.isclose(d["step_seconds"], (0.7 + 1.0 + 0.5) / 3)
+    # update (0.3 + 0.5 + 0.1)/3; other = 2.2/3 - (0.8 + 0.2 + 0.9)/3 = 0.1
+    assert math.isclose(d["seconds"]["time/update"], 0.3) and math.isclose(d["seconds"]["other"], 0.1)
+    assert math.isclose(d["spread_share"], (0.5 + 0.75 + 0.25) / 3)
+    assert d["mean_c"] == 2.0 and d["max_c"] == 3.0 and d["steps_c_over_2"] == 0.5
+    assert math.isclose(d["grad_norm_mean"], 7 / 3) and d["grad_norm_max"] == 4.0
+    assert math.isclose(d["largest_eval_fall"], (0.1 + 0.1) / 2)  # seed 0: 0.5 -> 0.4; seed 1: 0.2 -> 0.1
+
+
+def test_main_job_table_from_records_by_hand():
+    from benchmarks.main_job import readme_rows, table_rows
+
+    def run(c=None):
+        recs = [{"step": 0, "eval/pass_rate": 0.25, "eval/pass_rate_se": 0.02}]
+        for s, (gen, zero, norm) in enumerate([(2.0, 0.75, 1.5), (4.0, 0.5, 3.25)], start=1):
+            r = {"step": s, "time/step": gen + 1.0, "time/generation": gen, "time/update": 1.0, "time/reference": 0.5,
+                 "train/completion_tokens": 10.0 * s, "rollout/total_generations": 32 * s, "time/elapsed": 70.0 * s,
+                 "rollout/frac_zero_std": zero, "train/grad_norm": norm}
+            if c is not None and s == 2:
+                r["replay/mean_c"] = c
+            recs.append(r)
+        recs[-1].update({"eval/pass_rate": 0.5, "eval/pass_rate_se": 0.04})
+        return recs
+
+    rows = table_rows({"grpo": run(), "dots_rr": run(c=1.234)})
+    assert rows[2] == ("| held-out pass rate ± SE (96 questions × 4 samples, T 0.6, top-p 0.95), steps 0 / 2 | "
+                       "0.250 / 0.500 (± 0.030) | 0.250 / 0.500 (± 0.030) |")
+    assert rows[3] == "| completion length (tokens), step 1 → step 2 | 10.0 → 20.0 | 10.0 → 20.0 |"
+    assert rows[5] == "| training time (evaluation, model load and checkpoints excluded) | 2 min 20 s | 2 min 20 s |"
+    assert rows[6] == ("| step time, mean of 2 steps (s) | 4.0: generation 3.0, update 1.0 | "
+                       "4.0: generation 3.0, reference 0.5, update 1.0 |")
+    assert rows[7] == "| steps with ≥ 75% of fresh groups without reward spread | 1 of 2 | 1 of 2 |"
+    assert rows[8].endswith("| 3.2 / — | 3.2 / 1.23 |")
+    assert readme_rows("x\n" + "\n".join(rows) + "\n\ntext") == rows

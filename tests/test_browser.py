@@ -38,7 +38,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
 NOTEBOOKS = {
     "00_quickstart.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
-                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2},
+                            "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "compare_seeds": 2,
+                            "compare_steps": 2},
     "01_reference_set.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
                                "sweep_sizes": "2,4"},
     "02_attention.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 8},

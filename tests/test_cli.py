@@ -55,15 +55,22 @@ def test_unknown_parameter_fails_before_a_kernel_starts(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_failing_cell_exits_nonzero_with_both_paths_and_resume_works(tmp_path):
+def test_bad_task_data_exits_2_before_a_kernel_starts(tmp_path):
     bad = tmp_path / "missing.jsonl"
+    t0 = time.perf_counter()
     p = run_cli(tmp_path, *TINY, "-p", "run_name", "bad", "-p", "task", str(bad))
+    assert p.returncode == 2 and "bad task data (nothing was trained; fix it and run again)" in p.stderr
+    assert str(bad) in p.stderr and "resume" not in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "runs").exists() and time.perf_counter() - t0 < 60
+
+
+def test_failing_cell_exits_nonzero_with_both_paths_and_resume_works(tmp_path):
+    p = run_cli(tmp_path, *TINY, "-p", "run_name", "bad", "-p", "policy", str(tmp_path / "no-such-model"))
     assert p.returncode == 1
     assert "executed notebook (shows the error): runs/bad/10_train.ipynb" in p.stderr
-    assert "run folder (resume with --resume and the same -p values): runs/bad" in p.stderr
-    nb = nbformat.read(tmp_path / "runs" / "bad" / "10_train.ipynb", as_version=4)
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert errors and errors[0]["ename"] == "DataError"
+    assert "no step was checkpointed, so there is nothing to resume" in p.stderr  # not "resume with --resume"
+    assert "--resume" not in p.stderr
+    assert "without encryption" not in p.stderr  # the kernel talks over IPC (dotslab.cli, decision 5)
     # a run interrupted after its first checkpoint continues with --resume
     p = run_cli(tmp_path, *TINY, "-p", "run_name", "ok")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -72,6 +79,21 @@ def test_failing_cell_exits_nonzero_with_both_paths_and_resume_works(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     lines = (tmp_path / "runs" / "ok" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [0, 1, 2, 3, 4]
+
+
+def test_resume_refuses_a_task_file_that_changed(tmp_path):
+    from dotslab.data import arithmetic_questions, save_jsonl
+    task = tmp_path / "q.jsonl"
+    save_jsonl(arithmetic_questions(30, 0), task)
+    args = [*TINY, "-p", "run_name", "f", "-p", "task", str(task), "-p", "eval_size", "4"]
+    assert run_cli(tmp_path, *args).returncode == 0
+    save_jsonl(arithmetic_questions(30, 1), task)  # same size, other questions
+    p = run_cli(tmp_path, *args, "--resume")
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert f"the questions of task {str(task)!r} changed since the run in runs/f started" in p.stderr
+    assert "--restart" in p.stderr
+    p = run_cli(tmp_path, *args, "--restart")  # the way to start over
+    assert p.returncode == 0, p.stderr[-3000:]
 
 
 # ---- refused up front: exit 2, the key or the folder named, no traceback, no kernel started -----------

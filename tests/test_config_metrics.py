@@ -230,8 +230,8 @@ def test_checkpoint_failure_leaves_old_one(tmp_path):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001.pt"]
 
 
-def test_glossary_matches_readme():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_glossary_matches_the_reference_doc():
+    readme = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z_]+/[a-z_]+|step)` \|", readme, flags=re.M))
     assert documented == set(GLOSSARY), (set(GLOSSARY) - documented, documented - set(GLOSSARY))
 
@@ -240,3 +240,11 @@ def test_config_reward_names_are_the_verifiers():
     from dotslab.config import REWARDS
     from dotslab.rewards import REWARD_NAMES
     assert REWARDS == REWARD_NAMES
+
+
+def test_notebook_display_of_a_config_lists_only_changed_fields():
+    cfg = Config.from_flat({"method": "dots_rr", "learning_rate": 1e-4, "group_size": 8})
+    assert cfg.changed_fields() == {"method": "dots_rr", "group_size": 8, "learning_rate": 1e-4}
+    md = cfg._repr_markdown_()
+    assert "| `method` | `'dots_rr'` |" in md and "| `learning_rate` | `0.0001` |" in md
+    assert md.count("\n| `") == 3 and Config()._repr_markdown_() == "**Config**: all defaults."

@@ -5,6 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_reliability.py
 Each test reproduces one way a careful user broke a run (kills, corrupt files, two writers, bad
 values) with the tiny policy and checks the outcome against an uninterrupted run or the message.
 """
+import dataclasses
 import json
 import os
 import signal
@@ -297,3 +298,19 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, tmp_cache, capsys):
     assert "continue with resume=True" in capsys.readouterr().err
     assert info.value.__suppress_context__ and len(info.traceback) <= 3  # a short traceback, not torch's
     ckpt.RunLock(tmp_path / "runs" / "int").acquire().release()  # and the folder is free again
+
+
+def test_trainer_resume_refuses_changed_questions_naming_the_task(tmp_path):
+    from dotslab.checkpoint import ResumeError
+    from dotslab.data import arithmetic_questions, save_jsonl
+    from dotslab.rewards import parity_reward
+    from dotslab.trainer import train
+    path = tmp_path / "q.jsonl"
+    save_jsonl(arithmetic_questions(30, 0), path)
+    cfg = tiny_cfg(tmp_path, task=str(path), eval_size=2, total_steps=2, eval_every=0, checkpoint_every=1)
+    train(cfg, progress=False, reward_fn=parity_reward)
+    assert json.loads((tmp_path / "runs" / cfg.resolved_run_name / "data.json").read_text())["train"]["size"] == 28
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(rows[:-1] + [rows[-1].replace('"answer": "', '"answer": "1')]) + "\n")  # one answer edited
+    with pytest.raises(ResumeError, match=f"questions of task {str(path)!r} changed"):
+        train(dataclasses.replace(cfg, total_steps=3), resume=True, progress=False, reward_fn=parity_reward)

@@ -553,3 +553,38 @@ def test_history_contents_of_a_history_mode_run(tmp_path, tmp_cache):
     paper = train(Config.from_flat({"run_root": str(tmp_path), "method": "dots_rr", "total_steps": 2,
                                     "predictor_mode": "paper"}, base=tiny()), progress=False)
     assert history_contents(paper.run_dir) is None
+
+
+def test_comparison_states_its_result_flags_twin_baselines_and_lists_every_difference(tmp_path):
+    from dotslab.compare import describe_result
+    write_run(tmp_path / "g1", "grpo", [0.1, 0.3, 0.4])
+    write_run(tmp_path / "g2", "grpo", [0.1, 0.2, 0.4])            # same method, seed and settings as g1
+    write_run(tmp_path / "d", "dots_rr", [0.1, 0.2, 0.3, 0.55][1:])  # slower to 0.4, ends higher
+    write_run(tmp_path / "x", "dots_rr", [0.1, 0.2, 0.3], task="other", temperature=1.0, top_p=0.9, seed=0, eval_every=3)
+    chosen, notes = comparable_runs(load_runs(f"{tmp_path}/*"))
+    assert sorted(chosen) == ["d", "g1", "g2"]
+    assert any("`g1` and `g2` are the same method (grpo) and seed (0)" in n and "averages a repeated run" in n
+               for n in notes)
+    left_out = next(n for n in notes if n.startswith("`x` is left out"))
+    assert "and 1 more setting: top_p" in left_out  # eval_every, task, temperature shown; the fourth named
+    table, target = compare_runs(chosen)
+    assert list(table.columns[:4]) == ["method", "seed", "time ratio vs grpo", "generation ratio vs grpo"]
+    # by hand: target 0.4 (both grpo runs end there) at 30 s; dots_rr reaches 0.55 >= 0.4 at step 3 (30 s): 1.00x
+    text = describe_result(table, target)
+    assert text == ("**`dots_rr`** reached the target (0.400) in 1 of 1 runs, in 1.00× grpo's time on average, and "
+                    "ended at 0.550 against grpo's 0.400 (1 run against 2).")
+
+
+def test_progress_clock_ticks_while_one_long_call_runs():
+    import time as _time
+    lines = []
+    bar = Progress(16, "rolling out", on_update=lines.append, tick=0.05)
+    _time.sleep(0.4)  # one long call: no update() from the caller meanwhile
+    ticks = len(lines)
+    bar.update(16)
+    bar.close()
+    _time.sleep(0.15)
+    assert ticks >= 3 and all(line.startswith("rolling out: 0 of 16 ·") for line in lines[:ticks])
+    after = len(lines)
+    _time.sleep(0.15)
+    assert len(lines) == after  # closed: the clock stopped

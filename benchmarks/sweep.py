@@ -1,0 +1,145 @@
+"""The paper's ablations as sweeps: one DOTS+RR knob at a time, against GRPO on the same seeds.
+
+    .venv/bin/python -m benchmarks.sweep --config mini [--knobs alpha K delta C] [--seeds 0 1 2 3 4]
+                                         [--out benchmarks/results] [--set total_steps=4 ...]
+                                         [--resume benchmarks/results/runs/sweep-mini-<timestamp>]
+
+Sun et al., arXiv 2506.05316, §5 ablations (target difficulty α, reference-set size K, fresh share δ,
+buffer capacity C; docs/method.md §0). Each knob's values are run as arms of DOTS+RR (history
+predictor, the ``mini`` benchmark's primary arm) beside GRPO, which every knob shares, with the part-1
+machinery of ``benchmarks.run`` (``timetotarget``): per value and seed, the final held-out pass rate and
+the time to GRPO's final pass rate; per value, the median time ratio with its bootstrap 95% CI and the
+mean final pass rate with a bootstrap 95% CI.
+
+Writes ``<out>/sweep-<config>-latest.json`` and one figure per
+knob, ``<out>/sweep-<config>-<knob>.png``; run folders go to ``<out>/runs/sweep-<config>-<timestamp>/``.
+
+Decisions:
+  1. Values: α ∈ {0.3, 0.5, 0.7}, K ∈ {4, 16, 64}, δ ∈ {0.25, 0.5, 1}, C ∈ {B/2, B, 2B}. δ = 1 means no
+     replay (DOTS alone); K applies to every round (``later_reference_set_size`` -1).
+  2. The default values of the other knobs are the config's; one knob varies at a time.
+  3. A run whose folder holds the same config is read back with ``--resume`` (as ``benchmarks.run``), so
+     the GRPO runs, and the default value of each knob, are trained once.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .configs import CONFIGS, GRPO, Arm, Bench, arm, with_settings
+
+KNOBS: dict[str, tuple[str, Callable[[Bench], tuple[Any, ...]]]] = {
+    "alpha": ("target_difficulty", lambda b: (0.3, 0.5, 0.7)),
+    "K": ("reference_set_size", lambda b: (4, 16, 64)),
+    "delta": ("fresh_fraction", lambda b: (0.25, 0.5, 1.0)),
+    "C": ("buffer_capacity", lambda b: (max(1, b.train.grpo.questions_per_step // 2), b.train.grpo.questions_per_step,
+                                        2 * b.train.grpo.questions_per_step)),
+}
+"""Knob name -> (Config key, its values for a bench)."""
+
+
+def knob_arms(bench: Bench, knob: str) -> list[Arm]:
+    """DOTS+RR (history) at each of ``knob``'s values; names like ``K=16``."""
+    key, values = KNOBS[knob]
+    return [arm(f"{knob}={v:g}", f"DOTS+RR, {knob} = {v:g}", method="dots_rr", predictor_mode="history", **{key: v})
+            for v in values(bench)]
+
+
+def bootstrap_mean_ci(values: Sequence[float], *, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% CI of the mean (values resampled with replacement); nan for < 2 values."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    means = np.random.default_rng(seed).choice(x, size=(resamples, len(x)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def knob_table(summary: Mapping[str, Any], arms: Sequence[Arm]) -> list[dict[str, Any]]:
+    """One row per value: median time ratio (CI) and mean final pass rate (CI) over the seeds."""
+    rows = []
+    for a in arms:
+        m = summary["methods"][a.name]
+        finals = [f["final_pass_rate"] for f in summary["per_seed"][a.name].values()
+                  if not math.isnan(f["final_pass_rate"])]
+        lo, hi = bootstrap_mean_ci(finals)
+        r = m["seconds_ratio"]
+        rows.append({"arm": a.name, "value": dict(a.settings)[KNOBS[a.name.split("=")[0]][0]],
+                     "time_ratio": r.get("median"), "time_ratio_ci": [r.get("ci_low"), r.get("ci_high")],
+                     "reached": m["seconds"]["reached"], "final_pass_rate": float(np.mean(finals)) if finals else None,
+                     "final_pass_rate_ci": [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi]})
+    return rows
+
+
+def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | None, path: Path) -> None:
+    """Two panels: time to GRPO's final pass rate (ratio, median and CI) and final pass rate (mean and CI)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(rows))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, title in ((a1, "time_ratio", "time to GRPO's final pass rate (ratio to GRPO)"),
+                           (a2, "final_pass_rate", "final held-out pass rate")):
+        mid = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+        lo = np.array([np.nan if r[key + "_ci"][0] is None else r[key + "_ci"][0] for r in rows], dtype=float)
+        hi = np.array([np.nan if r[key + "_ci"][1] is None else r[key + "_ci"][1] for r in rows], dtype=float)
+        ax.errorbar(x, mid, yerr=[np.nan_to_num(mid - lo), np.nan_to_num(hi - mid)], fmt="o", capsize=4)
+        ax.axhline(1.0 if key == "time_ratio" else (grpo_final or np.nan), color="grey", ls="--", lw=1, label="GRPO")
+        ax.set_xticks(x, [f"{knob} = {r['value']:g}" for r in rows])
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+    a1.set_ylabel("median, 95% CI (∞ not drawn)")
+    a2.set_ylabel("mean over seeds, 95% CI")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from . import report, timetotarget
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", choices=sorted(CONFIGS), required=True)
+    ap.add_argument("--knobs", nargs="+", choices=sorted(KNOBS), default=list(KNOBS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's first 5 seeds")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override training Config keys")
+    ap.add_argument("--resume", default=None, metavar="RUNS_FOLDER", help="read back runs finished in this folder")
+    args = ap.parse_args(argv)
+    bench = with_settings(CONFIGS[args.config](), args.set)
+    seeds = tuple(args.seeds or bench.seeds[:5])
+    if bench.torch_threads:
+        torch.set_num_threads(bench.torch_threads)
+    out = Path(args.out).resolve()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_root = Path(args.resume).resolve() if args.resume else out / "runs" / f"sweep-{bench.name}-{stamp}"
+    command = "python -m benchmarks.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    result: dict[str, Any] = {"config": bench.name, "created": stamp, "seeds": list(seeds), "command": command,
+                              "machine": report.machine_info(), "knobs": {}}
+    for knob in args.knobs:
+        arms = [GRPO, *knob_arms(bench, knob)]
+        print(f"knob {knob}: {len(arms)} arms x {len(seeds)} seeds", flush=True)
+        records, _ = timetotarget.run_methods(bench, arms, seeds, run_root, None, reuse=True)  # decision 3
+        summary = timetotarget.summarise(records)
+        rows = knob_table(summary, arms[1:])
+        grpo_final = summary["methods"]["grpo"]["final_pass_rate_mean"]
+        result["knobs"][knob] = {"key": KNOBS[knob][0], "rows": rows, "grpo_final_pass_rate": grpo_final,
+                                 "targets": summary["targets"]}
+        plot_knob(knob, rows, grpo_final, out / f"sweep-{bench.name}-{knob}.png")
+        for r in rows:
+            print(f"  {r['arm']:>10}: time ratio {r['time_ratio']} {r['time_ratio_ci']}, final pass rate "
+                  f"{r['final_pass_rate']} {r['final_pass_rate_ci']} (GRPO {grpo_final})", flush=True)
+    report.write_json(out / f"sweep-{bench.name}-latest.json", result)  # one copy; git keeps the older ones
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
