@@ -259,7 +259,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     ax_curve, ax_gen, ax_ttt, ax_pred, ax_split, ax_peer = axes.ravel()
     colors = {"grpo": "tab:gray", "dots": "tab:blue", "rr": "tab:orange", "dots_rr": "tab:green",
-              "dots_rr_paper": "tab:purple"}
+              "dots_rr_paper": "tab:purple", "dapo": "tab:red", "dots_rr_cap2": "tab:brown"}
     t = parts.get("timetotarget")
     if t:
         for method, by_seed in t["curves"].items():
@@ -303,7 +303,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax_ttt.axhline(1.0, color="k", lw=0.8, ls="--")
         ax_ttt.axhline(0.6, color="tab:red", lw=0.8, ls=":")
         ax_ttt.set_ylim(0, max(1.3, 1.1 * highest))
-        ax_ttt.set_xticks(range(len(names)), [_label(result, m) for m in names], fontsize=8)
+        ax_ttt.set_xticks(range(len(names)), [_label(result, m) for m in names], fontsize=8, rotation=20,
+                          ha="right")
         ax_ttt.set_title("to reach GRPO's final pass rate, / GRPO\n(median over seeds, bootstrap 95% CI; "
                          "dotted: 0.6)", fontsize=9)
         if ax_ttt.get_legend_handles_labels()[0]:  # no bar has a label when no median was reached

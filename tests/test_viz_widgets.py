@@ -557,10 +557,11 @@ def test_history_contents_of_a_history_mode_run(tmp_path, tmp_cache):
 
 def test_comparison_states_its_result_flags_twin_baselines_and_lists_every_difference(tmp_path):
     from dotslab.compare import describe_result
-    write_run(tmp_path / "g1", "grpo", [0.1, 0.3, 0.4])
-    write_run(tmp_path / "g2", "grpo", [0.1, 0.2, 0.4])            # same method, seed and settings as g1
-    write_run(tmp_path / "d", "dots_rr", [0.1, 0.2, 0.3, 0.55][1:])  # slower to 0.4, ends higher
-    write_run(tmp_path / "x", "dots_rr", [0.1, 0.2, 0.3], task="other", temperature=1.0, top_p=0.9, seed=0, eval_every=3)
+    same = {"temperature": 0.6, "top_p": 1.0, "eval_every": 1}
+    write_run(tmp_path / "g1", "grpo", [0.1, 0.3, 0.4], **same)
+    write_run(tmp_path / "g2", "grpo", [0.1, 0.2, 0.4], **same)            # same method, seed and settings as g1
+    write_run(tmp_path / "d", "dots_rr", [0.2, 0.3, 0.55], **same)         # slower to 0.4, ends higher
+    write_run(tmp_path / "x", "dots_rr", [0.1, 0.2, 0.3], task="other", temperature=1.0, top_p=0.9, eval_every=3)
     chosen, notes = comparable_runs(load_runs(f"{tmp_path}/*"))
     assert sorted(chosen) == ["d", "g1", "g2"]
     assert any("`g1` and `g2` are the same method (grpo) and seed (0)" in n and "averages a repeated run" in n
