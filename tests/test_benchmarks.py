@@ -415,9 +415,14 @@ def test_sweep_knob_values_and_bootstrap_ci_by_hand():
     from benchmarks.sweep import KNOBS, bootstrap_mean_ci, knob_arms
     mini = CONFIGS["mini"]()
     assert KNOBS["C"][1](mini) == (8, 16, 32) and KNOBS["K"][1](mini) == (4, 16, 64)
-    arms = knob_arms(mini, "delta")
-    assert [dict(a.settings)["fresh_fraction"] for a in arms] == [0.25, 0.5, 1.0]
-    assert all(dict(a.settings)["method"] == "dots_rr" for a in arms)
+    valued = knob_arms(mini, "delta")
+    assert [v for v, _ in valued] == [0.25, 0.5, 1.0]
+    assert [mini.run_config(a, 0, "/r").to_flat()["fresh_fraction"] for _, a in valued] == [0.25, 0.5, 1.0]
+    assert all(dict(a.settings)["method"] == "dots_rr" for _, a in valued)
+    # the config's own value (delta 1/2, C = B = 16, alpha 1/2) is the benchmark's dots_rr arm, trained once
+    assert [a.name for _, a in valued] == ["delta=0.25", "dots_rr", "delta=1"]
+    assert [a.name for _, a in knob_arms(mini, "C")] == ["C=8", "dots_rr", "C=32"]
+    assert "dots_rr" not in [a.name for _, a in knob_arms(mini, "K")]  # the mini config's K = 8 is not swept
     # two values 0 and 1: resampled means are 0, 1/2, 1 with chances 1/4, 1/2, 1/4 -> percentiles 2.5 and 97.5
     assert bootstrap_mean_ci([0.0, 1.0]) == (0.0, 1.0)
     assert bootstrap_mean_ci([0.4, 0.4, 0.4]) == pytest.approx((0.4, 0.4))
@@ -430,6 +435,7 @@ def test_sweep_runs_one_knob_on_the_tiny_config(tmp_path):
     saved = json.loads((tmp_path / "sweep-tiny-latest.json").read_text())
     rows = saved["knobs"]["delta"]["rows"]
     assert [r["value"] for r in rows] == [0.25, 0.5, 1.0] and saved["seeds"] == [0, 1]
+    assert [r["arm"] for r in rows] == ["delta=0.25", "dots_rr", "delta=1"]
     assert (tmp_path / "sweep-tiny-delta.png").stat().st_size > 0
     assert not list(tmp_path.glob("sweep-tiny-2*.json"))  # one copy of the results file
 
