@@ -72,8 +72,13 @@ def bootstrap_mean_ci(values: Sequence[float], *, resamples: int = 10_000, seed:
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def knob_table(summary: Mapping[str, Any], valued_arms: Sequence[tuple[Any, Arm]]) -> list[dict[str, Any]]:
-    """One row per value: median time ratio (CI) and mean final pass rate (CI) over the seeds."""
+def knob_table(summary: Mapping[str, Any], valued_arms: Sequence[tuple[Any, Arm]],
+               diagnostics: Mapping[str, Any] | None = None, in_run: Mapping[str, Any] | None = None,
+               ) -> list[dict[str, Any]]:
+    """One row per value: median time ratio (CI) and mean final pass rate (CI) over the seeds, and the
+    mechanism the knob acts through (``timetotarget.step_diagnostics``, ``predictor_quality.in_run_quality``):
+    seconds per step, share of fresh groups with reward spread, in-run predictor Pearson (pooled, and
+    within a batch), replay's mean c and the mean pre-clip gradient norm."""
     rows = []
     for value, a in valued_arms:
         m = summary["methods"][a.name]
@@ -81,10 +86,15 @@ def knob_table(summary: Mapping[str, Any], valued_arms: Sequence[tuple[Any, Arm]
                   if not math.isnan(f["final_pass_rate"])]
         lo, hi = bootstrap_mean_ci(finals)
         r = m["seconds_ratio"]
+        d, q = (diagnostics or {}).get(a.name) or {}, (in_run or {}).get(a.name) or {}
         rows.append({"arm": a.name, "value": value,
                      "time_ratio": r.get("median"), "time_ratio_ci": [r.get("ci_low"), r.get("ci_high")],
                      "reached": m["seconds"]["reached"], "final_pass_rate": float(np.mean(finals)) if finals else None,
-                     "final_pass_rate_ci": [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi]})
+                     "final_pass_rate_ci": [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi],
+                     "step_seconds": d.get("step_seconds"), "spread_share": d.get("spread_share"),
+                     "predictor_r": (q.get("pooled") or {}).get("pearson", {}).get("mean"),
+                     "predictor_r_within_batch": (q.get("per_step_pearson") or {}).get("mean"),
+                     "mean_c": d.get("mean_c"), "grad_norm_mean": d.get("grad_norm_mean")})
     return rows
 
 
@@ -116,7 +126,7 @@ def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from . import report, timetotarget
+    from . import predictor_quality, report, timetotarget
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--config", choices=sorted(CONFIGS), required=True)
@@ -142,14 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"knob {knob}: {len(arms)} arms x {len(seeds)} seeds", flush=True)
         records, _ = timetotarget.run_methods(bench, arms, seeds, run_root, None, reuse=True)  # decision 3
         summary = timetotarget.summarise(records)
-        rows = knob_table(summary, valued)
+        rows = knob_table(summary, valued, timetotarget.step_diagnostics(records),
+                          predictor_quality.in_run_quality(records))
         grpo_final = summary["methods"]["grpo"]["final_pass_rate_mean"]
         result["knobs"][knob] = {"key": KNOBS[knob][0], "rows": rows, "grpo_final_pass_rate": grpo_final,
                                  "targets": summary["targets"]}
         plot_knob(knob, rows, grpo_final, out / f"sweep-{bench.name}-{knob}.png")
         for r in rows:
             print(f"  {r['arm']:>10}: time ratio {r['time_ratio']} {r['time_ratio_ci']}, final pass rate "
-                  f"{r['final_pass_rate']} {r['final_pass_rate_ci']} (GRPO {grpo_final})", flush=True)
+                  f"{r['final_pass_rate']} {r['final_pass_rate_ci']} (GRPO {grpo_final}); spread share "
+                  f"{r['spread_share']}, predictor r {r['predictor_r']}, mean c {r['mean_c']}", flush=True)
     report.write_json(out / f"sweep-{bench.name}-latest.json", result)  # one copy; git keeps the older ones
     return 0
 

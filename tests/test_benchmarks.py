@@ -436,6 +436,15 @@ def test_sweep_runs_one_knob_on_the_tiny_config(tmp_path):
     rows = saved["knobs"]["delta"]["rows"]
     assert [r["value"] for r in rows] == [0.25, 0.5, 1.0] and saved["seeds"] == [0, 1]
     assert [r["arm"] for r in rows] == ["delta=0.25", "dots_rr", "delta=1"]
+    # the mechanism columns, recomputed from the runs' own metrics files
+    runs = next((tmp_path / "runs").iterdir())
+    for r in rows:
+        steps = [json.loads(line) for seed in (0, 1) for line in
+                 (runs / f"{r['arm']}-s{seed}" / "metrics.jsonl").read_text().splitlines()]
+        steps = [x for x in steps if x["step"] > 0]
+        assert r["spread_share"] == pytest.approx(sum(1 - x["rollout/frac_zero_std"] for x in steps) / len(steps))
+        assert r["step_seconds"] == pytest.approx(sum(x["time/step"] for x in steps) / len(steps))
+    assert rows[2]["mean_c"] is None and rows[0]["mean_c"] is not None  # delta = 1 replays nothing
     assert (tmp_path / "sweep-tiny-delta.png").stat().st_size > 0
     assert not list(tmp_path.glob("sweep-tiny-2*.json"))  # one copy of the results file
 
