@@ -114,8 +114,17 @@ def knob_table(summary: Mapping[str, Any], valued_arms: Sequence[tuple[Any, Arm]
     return rows
 
 
-def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | None, path: Path) -> None:
-    """Two panels: time to GRPO's final pass rate (ratio, median and CI) and final pass rate (mean and CI)."""
+def _finite_or_nan(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None or not math.isfinite(v) else v for v in values], dtype=float)
+
+
+def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | None, path: Path,
+              n_seeds: int) -> None:
+    """Two panels: time to GRPO's final pass rate (ratio, median and CI) and final pass rate (mean and CI).
+
+    A value whose median ratio is infinite (the target missed in at least half the seeds) is written
+    as "not reached (k/n)" at the top of the panel; an infinite upper CI end is an arrow to the top.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,15 +133,24 @@ def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, title in ((a1, "time_ratio", "time to GRPO's final pass rate (ratio to GRPO)"),
                            (a2, "final_pass_rate", "final held-out pass rate")):
-        mid = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
-        lo = np.array([np.nan if r[key + "_ci"][0] is None else r[key + "_ci"][0] for r in rows], dtype=float)
-        hi = np.array([np.nan if r[key + "_ci"][1] is None else r[key + "_ci"][1] for r in rows], dtype=float)
+        mid = _finite_or_nan([r[key] for r in rows])
+        lo, hi = _finite_or_nan([r[key + "_ci"][0] for r in rows]), _finite_or_nan([r[key + "_ci"][1] for r in rows])
         ax.errorbar(x, mid, yerr=[np.nan_to_num(mid - lo), np.nan_to_num(hi - mid)], fmt="o", capsize=4)
         ax.axhline(1.0 if key == "time_ratio" else (grpo_final or np.nan), color="grey", ls="--", lw=1, label="GRPO")
         ax.set_xticks(x, [f"{knob} = {show(r['value'])}" for r in rows])
+        ax.set_xlim(-0.5, len(rows) - 0.5)
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-    a1.set_ylabel("median, 95% CI (∞ not drawn)")
+        ax.legend(fontsize=8, loc="lower left" if key == "time_ratio" else "best")
+    top = max([1.6, *[v for v in _finite_or_nan([r["time_ratio"] for r in rows]) if np.isfinite(v)]]) * 1.1
+    a1.set_ylim(0, top)
+    for i, r in enumerate(rows):
+        ratio, ci_hi = r["time_ratio"], r["time_ratio_ci"][1]
+        if ratio is None or not math.isfinite(ratio):
+            a1.text(i, top * 0.8, f"not reached\n({r['reached']}/{n_seeds})", ha="center", va="center", fontsize=8,
+                    color="#a00")
+        elif ci_hi is None or not math.isfinite(ci_hi):
+            a1.annotate("", xy=(i, top), xytext=(i, ratio), arrowprops={"arrowstyle": "->", "color": "C0"})
+    a1.set_ylabel("median, 95% CI (arrow: CI reaches ∞)")
     a2.set_ylabel("mean over seeds, 95% CI")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -223,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         result["knobs"][knob] = {"key": KNOBS[knob][0], "rows": rows, "grpo_final_pass_rate": grpo_final,
                                  "grpo_rows": knob_table(summary, [(None, GRPO)], diagnostics, in_run),
                                  "targets": summary["targets"]}
-        plot_knob(knob, rows, grpo_final, out / f"sweep-{bench.name}-{knob}.png")
+        plot_knob(knob, rows, grpo_final, out / f"sweep-{bench.name}-{knob}.png", len(seeds))
         for r in rows:
             print(f"  {r['arm']:>10}: time ratio {r['time_ratio']} {r['time_ratio_ci']}, final pass rate "
                   f"{r['final_pass_rate']} {r['final_pass_rate_ci']} (GRPO {grpo_final}); spread share "
