@@ -353,15 +353,15 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def readme_markers(name: str) -> tuple[str, str]:
-    """The comment lines around a config's block in docs/benchmarks.md (``python -m benchmarks.run --readme``)."""
-    return (f"<!-- benchmark:{name}:start (written by python -m benchmarks.run --readme; do not edit) -->",
+def readme_markers(name: str, writer: str = "benchmarks.run") -> tuple[str, str]:
+    """The comment lines around a block in docs/benchmarks.md (``python -m <writer> --readme``)."""
+    return (f"<!-- benchmark:{name}:start (written by python -m {writer} --readme; do not edit) -->",
             f"<!-- benchmark:{name}:end -->")
 
 
-def readme_block(readme: str, name: str) -> str | None:
+def readme_block(readme: str, name: str, writer: str = "benchmarks.run") -> str | None:
     """The text between ``name``'s markers in ``readme`` (None when the markers are missing)."""
-    start, end = readme_markers(name)
+    start, end = readme_markers(name, writer)
     if start not in readme or end not in readme.split(start, 1)[1]:
         return None
     return readme.split(start, 1)[1].split(end, 1)[0].strip("\n")
@@ -373,13 +373,12 @@ def readme_content(md: str, png: Path, readme_path: Path) -> str:
     return f"{md.rstrip()}\n\n![benchmark figure]({rel})"
 
 
-def update_readme(readme_path: Path, name: str, content: str) -> None:
+def update_readme(readme_path: Path, name: str, content: str, writer: str = "benchmarks.run") -> None:
     """Replace the block between ``name``'s markers; a README without them is an error, never rewritten."""
     text = readme_path.read_text(encoding="utf-8")
-    if readme_block(text, name) is None:
-        start, end = readme_markers(name)
+    start, end = readme_markers(name, writer)
+    if readme_block(text, name, writer) is None:
         raise ValueError(f"{readme_path} has no block for benchmark {name!r}: add the lines\n{start}\n{end}")
-    start, end = readme_markers(name)
     head, rest = text.split(start, 1)
     tail = rest.split(end, 1)[1]
     readme_path.write_text(f"{head}{start}\n{content}\n{end}{tail}", encoding="utf-8")

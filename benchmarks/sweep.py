@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.sweep --config mini [--knobs alpha K delta C] [--seeds 0 1 2 3 4]
                                          [--out benchmarks/results] [--set total_steps=4 ...]
                                          [--resume benchmarks/results/runs/sweep-mini-<timestamp>]
+                                         [--readme docs/benchmarks.md]
 
 Sun et al., arXiv 2506.05316, §5 ablations (target difficulty α, reference-set size K, fresh share δ,
 buffer capacity C; docs/method.md §0). Each knob's values are run as arms of DOTS+RR (history
@@ -13,10 +14,15 @@ mean final pass rate with a bootstrap 95% CI.
 
 Writes ``<out>/sweep-<config>-latest.json`` and one figure per
 knob, ``<out>/sweep-<config>-<knob>.png``; run folders go to ``<out>/runs/sweep-<config>-<timestamp>/``.
+With ``--readme docs/benchmarks.md`` the block between the ``benchmark:sweep-<config>`` markers there is
+rewritten from the result (:func:`sweep_markdown`).
 
 Decisions:
   1. Values: α ∈ {0.3, 0.5, 0.7}, K ∈ {4, 16, 64}, δ ∈ {0.25, 0.5, 1}, C ∈ {B/2, B, 2B}. δ = 1 means no
-     replay (DOTS alone); K applies to every round (``later_reference_set_size`` -1).
+     replay (DOTS alone); K applies to every round (``later_reference_set_size`` -1). Not among the
+     paper's ablations, the question encoder as a knob: MiniLM (the default), the policy's own mean
+     hidden state (``policy``) and a hashed bag of characters with no meaning (``hash``, a control).
+     ``--knobs`` chooses; the default runs the paper's four.
   2. The default values of the other knobs are the config's; one knob varies at a time.
   3. A run whose folder holds the same config is read back with ``--resume`` (as ``benchmarks.run``), so
      the GRPO runs are trained once. The value a knob has in the config is run as the bench's ``dots_rr``
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,8 +48,16 @@ KNOBS: dict[str, tuple[str, Callable[[Bench], tuple[Any, ...]]]] = {
     "delta": ("fresh_fraction", lambda b: (0.25, 0.5, 1.0)),
     "C": ("buffer_capacity", lambda b: (max(1, b.train.grpo.questions_per_step // 2), b.train.grpo.questions_per_step,
                                         2 * b.train.grpo.questions_per_step)),
+    "embedder": ("embedder", lambda b: ("minilm", "policy", "hash")),
 }
 """Knob name -> (Config key, its values for a bench)."""
+PAPER_KNOBS = ("alpha", "K", "delta", "C")
+"""The paper's ablations, which the sweep runs unless ``--knobs`` says otherwise."""
+
+
+def show(value: Any) -> str:
+    """A knob value as text: numbers in their shortest form (0.5, 16), names as they are."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def knob_value(bench: Bench, knob: str) -> Any:
@@ -59,7 +74,8 @@ def knob_arms(bench: Bench, knob: str) -> list[tuple[Any, Arm]]:
     key, values = KNOBS[knob]
     default = knob_value(bench, knob)
     return [(v, DOTS_RR_HISTORY if v == default else
-             arm(f"{knob}={v:g}", f"DOTS+RR, {knob} = {v:g}", method="dots_rr", predictor_mode="history", **{key: v}))
+             arm(f"{knob}={show(v)}", f"DOTS+RR, {knob} = {show(v)}", method="dots_rr", predictor_mode="history",
+                 **{key: v}))
             for v in values(bench)]
 
 
@@ -113,7 +129,7 @@ def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | 
         hi = np.array([np.nan if r[key + "_ci"][1] is None else r[key + "_ci"][1] for r in rows], dtype=float)
         ax.errorbar(x, mid, yerr=[np.nan_to_num(mid - lo), np.nan_to_num(hi - mid)], fmt="o", capsize=4)
         ax.axhline(1.0 if key == "time_ratio" else (grpo_final or np.nan), color="grey", ls="--", lw=1, label="GRPO")
-        ax.set_xticks(x, [f"{knob} = {r['value']:g}" for r in rows])
+        ax.set_xticks(x, [f"{knob} = {show(r['value'])}" for r in rows])
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8)
     a1.set_ylabel("median, 95% CI (∞ not drawn)")
@@ -123,6 +139,53 @@ def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | 
     plt.close(fig)
 
 
+def _fmt(x: Any, spec: str = "{:.2f}") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return "∞" if isinstance(x, float) and math.isinf(x) else spec.format(x)
+
+
+def _ci(mid: Any, ci: Sequence[Any], spec: str = "{:.2f}") -> str:
+    return f"{_fmt(mid, spec)} [{_fmt(ci[0], spec)}–{_fmt(ci[1], spec)}]"
+
+
+def _ratio(r: Mapping[str, Any], n_seeds: int) -> str:
+    """A time-ratio cell from JSON, where an infinite value (target missed) was written as null."""
+    if r["time_ratio"] is None:
+        return f"not reached ({r['reached']}/{n_seeds})"
+    lo, hi = r["time_ratio_ci"]
+    return f"{_fmt(r['time_ratio'])} [{_fmt(lo)}–{'∞' if hi is None else _fmt(hi)}]"
+
+
+def sweep_markdown(result: Mapping[str, Any], figure_dir: str = "") -> str:
+    """The sweep as Markdown: what ran, one table row per knob value (GRPO first), one figure per knob."""
+    seeds = result["seeds"]
+    lines = [f"**dotslab ablation sweep `{result['config']}`**: {result['created']} UTC, "
+             f"{result['machine'].get('cpu_count', '?')}× {result['machine'].get('cpu_model', '?')}, seeds "
+             f"{', '.join(map(str, seeds))}.", "", f"`{result['command']}`", "",
+             "Each knob varies alone around the `mini` configuration (DOTS+RR, history predictor). Time ratio: "
+             "training seconds to GRPO's final held-out pass rate (same seed), over GRPO's; median over the "
+             "seeds with a bootstrap 95% CI (∞: not reached in enough resamples). Final pass rate: mean over "
+             "seeds with a bootstrap 95% CI. The mechanism columns are means over all training steps: seconds "
+             "per step, share of fresh groups with reward spread, the in-run predictor's Pearson r (pooled "
+             "per seed / within each batch), replay's mean c and the pre-clip gradient norm.", "",
+             "| knob | value | reached | time ratio | final pass rate | s / step | groups with spread | "
+             "predictor r (pooled / batch) | mean c | grad norm |", "|---" * 10 + "|"]
+    for knob, k in result["knobs"].items():
+        for r in [*k.get("grpo_rows", []), *k["rows"]]:
+            value = "GRPO" if r["arm"] == "grpo" else (f"**{show(r['value'])}** (config)" if r["arm"] == "dots_rr"
+                                                       else show(r["value"]))
+            lines.append(
+                f"| {knob} | {value} | {r['reached']}/{len(seeds)} | {_ratio(r, len(seeds))} | "
+                f"{_ci(r['final_pass_rate'], r['final_pass_rate_ci'], '{:.3f}')} | {_fmt(r['step_seconds'])} | "
+                f"{_fmt(r['spread_share'])} | {_fmt(r['predictor_r'])} / {_fmt(r['predictor_r_within_batch'])} | "
+                f"{_fmt(r['mean_c'])} | {_fmt(r['grad_norm_mean'])} |")
+    lines.append("")
+    for knob in result["knobs"]:
+        lines.append(f"![sweep {knob}]({figure_dir}sweep-{result['config']}-{knob}.png)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -130,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--config", choices=sorted(CONFIGS), required=True)
-    ap.add_argument("--knobs", nargs="+", choices=sorted(KNOBS), default=list(KNOBS))
+    ap.add_argument("--knobs", nargs="+", choices=sorted(KNOBS), default=list(PAPER_KNOBS))
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's first 5 seeds")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override training Config keys")
     ap.add_argument("--resume", default=None, metavar="RUNS_FOLDER", help="read back runs finished in this folder")
+    ap.add_argument("--readme", default=None, metavar="DOC", help="rewrite the sweep's marker block in this file "
+                    "(docs/benchmarks.md)")
     args = ap.parse_args(argv)
     bench = with_settings(CONFIGS[args.config](), args.set)
     seeds = tuple(args.seeds or bench.seeds[:5])
@@ -152,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"knob {knob}: {len(arms)} arms x {len(seeds)} seeds", flush=True)
         records, _ = timetotarget.run_methods(bench, arms, seeds, run_root, None, reuse=True)  # decision 3
         summary = timetotarget.summarise(records)
-        rows = knob_table(summary, valued, timetotarget.step_diagnostics(records),
-                          predictor_quality.in_run_quality(records))
+        diagnostics, in_run = timetotarget.step_diagnostics(records), predictor_quality.in_run_quality(records)
+        rows = knob_table(summary, valued, diagnostics, in_run)
         grpo_final = summary["methods"]["grpo"]["final_pass_rate_mean"]
         result["knobs"][knob] = {"key": KNOBS[knob][0], "rows": rows, "grpo_final_pass_rate": grpo_final,
+                                 "grpo_rows": knob_table(summary, [(None, GRPO)], diagnostics, in_run),
                                  "targets": summary["targets"]}
         plot_knob(knob, rows, grpo_final, out / f"sweep-{bench.name}-{knob}.png")
         for r in rows:
@@ -163,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['final_pass_rate']} {r['final_pass_rate_ci']} (GRPO {grpo_final}); spread share "
                   f"{r['spread_share']}, predictor r {r['predictor_r']}, mean c {r['mean_c']}", flush=True)
     report.write_json(out / f"sweep-{bench.name}-latest.json", result)  # one copy; git keeps the older ones
+    if args.readme:
+        doc = Path(args.readme).resolve()
+        rel = os.path.relpath(out, doc.parent).replace(os.sep, "/") + "/"
+        report.update_readme(doc, f"sweep-{bench.name}", sweep_markdown(report.clean(result), rel), "benchmarks.sweep")
     return 0
 
 

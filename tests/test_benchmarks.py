@@ -253,6 +253,19 @@ def test_benchmarks_doc_shows_the_committed_benchmark(name):
     assert markdown(clean(saved)) == md, f"{name}-latest.md was edited by hand or is stale against latest-{name}.json"
 
 
+def test_benchmarks_doc_shows_the_committed_sweep():
+    """docs/benchmarks.md's sweep block is what `benchmarks.sweep --readme` writes from the committed result."""
+    from benchmarks.sweep import sweep_markdown
+    root = Path(__file__).resolve().parent.parent
+    doc = root / "docs" / "benchmarks.md"
+    block = readme_block(doc.read_text(encoding="utf-8"), "sweep-mini", "benchmarks.sweep")
+    assert block is not None, "docs/benchmarks.md lost its benchmark:sweep-mini block"
+    saved = json.loads((root / "benchmarks" / "results" / "sweep-mini-latest.json").read_text(encoding="utf-8"))
+    assert block == sweep_markdown(saved, "../benchmarks/results/")
+    for knob in saved["knobs"]:
+        assert (root / "benchmarks" / "results" / f"sweep-mini-{knob}.png").stat().st_size > 0
+
+
 def test_bootstrap_ci_of_the_median_against_a_direct_enumeration():
     """Three seeds: all 27 equally likely resamples can be enumerated, so the CI is known exactly."""
     import itertools
@@ -430,8 +443,12 @@ def test_sweep_knob_values_and_bootstrap_ci_by_hand():
 
 def test_sweep_runs_one_knob_on_the_tiny_config(tmp_path):
     from benchmarks.sweep import main as sweep_main
+    from benchmarks.sweep import sweep_markdown
+    doc = tmp_path / "doc.md"
+    start, end = readme_markers("sweep-tiny", "benchmarks.sweep")
+    doc.write_text(f"before\n{start}\nold\n{end}\nafter\n")
     assert sweep_main(["--config", "tiny", "--knobs", "delta", "--seeds", "0", "1", "--set", "total_steps=2",
-                       "eval_every=1", "--out", str(tmp_path)]) == 0
+                       "eval_every=1", "--out", str(tmp_path), "--readme", str(doc)]) == 0
     saved = json.loads((tmp_path / "sweep-tiny-latest.json").read_text())
     rows = saved["knobs"]["delta"]["rows"]
     assert [r["value"] for r in rows] == [0.25, 0.5, 1.0] and saved["seeds"] == [0, 1]
@@ -445,6 +462,12 @@ def test_sweep_runs_one_knob_on_the_tiny_config(tmp_path):
         assert r["spread_share"] == pytest.approx(sum(1 - x["rollout/frac_zero_std"] for x in steps) / len(steps))
         assert r["step_seconds"] == pytest.approx(sum(x["time/step"] for x in steps) / len(steps))
     assert rows[2]["mean_c"] is None and rows[0]["mean_c"] is not None  # delta = 1 replays nothing
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "\nold\n" not in text
+    assert readme_block(text, "sweep-tiny", "benchmarks.sweep") == sweep_markdown(saved, "./")
+    table = [line for line in text.splitlines() if line.startswith("| delta |")]
+    assert [line.split(" | ")[1] for line in table] == ["GRPO", "0.25", "**0.5** (config)", "1"]
+    assert "![sweep delta](./sweep-tiny-delta.png)" in text
     assert (tmp_path / "sweep-tiny-delta.png").stat().st_size > 0
     assert not list(tmp_path.glob("sweep-tiny-2*.json"))  # one copy of the results file
 
