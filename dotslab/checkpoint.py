@@ -133,7 +133,7 @@ class RunGuard:
 
     def open(self, cfg: Config, *, resume: bool) -> Path:
         """Lock ``<run_root>/<run_name>`` and prepare it (see :func:`prepare_run_dir`)."""
-        self.lock = RunLock(Path(cfg.run_root) / cfg.resolved_run_name).acquire()
+        self.lock = RunLock(cfg.run_dir).acquire()
         self.run_dir = prepare_run_dir(cfg, resume=resume)
         return self.run_dir
 
@@ -166,7 +166,7 @@ def prepare_run_dir(cfg: Config, *, resume: bool) -> Path:
     (``config.RUN_ONLY`` fields may change). Starting fresh in a folder that holds checkpoints raises
     RunExistsError. Call it holding the folder's lock.
     """
-    run_dir = Path(cfg.run_root) / cfg.resolved_run_name
+    run_dir = cfg.run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"bad parameter: {e}")
         return 2
     cfg = resolved.config
-    run_dir = Path(cfg.run_root) / cfg.resolved_run_name
+    run_dir = cfg.run_dir
     output = Path(args.output) if args.output else run_dir / notebook.name
     _say(f"notebook {notebook}", *resolved.summary(), f"run folder {run_dir}")
     bad_data = _check_task(cfg, run_dir, resume)

@@ -24,6 +24,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 METHODS = ("grpo", "dots", "rr", "dots_rr", "dapo")
@@ -233,6 +234,11 @@ class Config:
             return self.run_name
         task = "".join(c if c.isalnum() else "_" for c in self.task)[:24]
         return f"{self.method}-{task}-s{self.seed}-{self.short_hash()}"
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: ``run_root/<resolved run name>``."""
+        return Path(self.run_root) / self.resolved_run_name
 
     @property
     def torch_device(self) -> str:

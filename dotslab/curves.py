@@ -22,18 +22,16 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .metrics import TIME_KEYS
+from .metrics import TIME_KEYS, TIME_NAMES
 from .viz import panel_legends, series_xy
 
 TIME_COLORS = ("#636efa", "#fda45c", "#17becf", "#e377c2", "#bcbd22", "#8c564b", "#ffd166")
-TIME_NAMES = {"time/generation": "generation", "time/reference": "reference rollouts", "time/reward": "reward",
-              "time/prediction": "prediction", "time/selection": "selection", "time/replay": "replay bookkeeping",
-              "time/update": "policy update"}
 PANELS = ("pass rate", "groups with no reward spread", "predictor quality", "step time split")
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
               "#17becf")
 METHOD_DASH = {"grpo": "dot", "dots": "dash", "rr": "dashdot", "dots_rr": "solid"}
 WAITING = "waiting for the first step (it also rolls out the reference set)"
+NO_PREDICTOR = "no difficulty predictor in this run:<br>grpo, rr and dapo pick questions uniformly"
 
 
 def _is_visible(values: Sequence[Any], total: float) -> bool:
@@ -82,6 +80,9 @@ def training_figure(records: Sequence[dict[str, Any]], title: str = "") -> go.Fi
     if not any(r.get("time/step") is not None for r in records):
         fig.add_annotation(text=WAITING, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
                            font={"size": 15, "color": "#666"}, bgcolor="rgba(255,255,255,0.85)")
+    elif not any(r.get("predictor/pearson") is not None or r.get("predictor/mae") is not None for r in records):
+        fig.add_annotation(text=NO_PREDICTOR, xref="x3 domain", yref="y3 domain", x=0.5, y=0.5, showarrow=False,
+                           font={"size": 12, "color": "#666"})
     return fig
 
 

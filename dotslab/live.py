@@ -34,7 +34,7 @@ import plotly.io as pio
 from .config import Config
 from .curves import training_figure
 from .metrics import read_jsonl
-from .viz import sync_figure
+from .viz import BOXED_WIDTH, figure_widget, sync_figure
 
 
 def format_seconds(seconds: float) -> str:
@@ -145,13 +145,13 @@ class LiveCurves:
     def __init__(self, title: str = "", *, total_steps: int | None = None, records: Sequence[dict[str, Any]] = ()):
         self.title, self.total_steps = title, total_steps
         self.records: list[dict[str, Any]] = list(records)
-        self.widget = go.FigureWidget(training_figure(self.records, self._title()))
+        self.widget = figure_widget(training_figure(self.records, self._title()).update_layout(width=BOXED_WIDTH))
         self._handle = None
 
     @classmethod
     def for_run(cls, cfg: Config, *, resume: bool = True) -> "LiveCurves":
         """Curves titled with ``cfg``'s run name; when resuming, seeded with the steps already logged."""
-        path = Path(cfg.run_root) / cfg.resolved_run_name / "metrics.jsonl"
+        path = cfg.run_dir / "metrics.jsonl"
         return cls(cfg.resolved_run_name, total_steps=cfg.total_steps, records=read_jsonl(path) if resume else ())
 
     def _title(self) -> str:
@@ -233,6 +233,17 @@ class FirstStep:
     message: str
 
 
+def _step0_eval_text(records: Sequence[dict[str, Any]]) -> str:
+    """The step-0 held-out evaluation that the first timing includes, as a clause ('' if none ran)."""
+    first = next((r for r in records if r.get("step") == 0 and r.get("eval/pass_rate") is not None), None)
+    if first is None:
+        return ""
+    se = first.get("eval/pass_rate_se")
+    return (f", and the held-out evaluation before training, {format_seconds(first.get('time/eval') or 0.0)}: "
+            f"pass rate {first['eval/pass_rate']:.2f}" + (f" ± {se:.2f}" if se is not None else "")
+            + ", the curves' starting point")
+
+
 def time_first_step(cfg: Config, *, hooks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> FirstStep:
     """Train step 1 of ``cfg`` in its run folder (nothing if steps are logged there already) and
     estimate how long the remaining steps and evaluations take at that pace."""
@@ -256,8 +267,8 @@ def time_first_step(cfg: Config, *, hooks: Sequence[Callable[[dict[str, Any]], N
     else:
         evals_too = f" and {n_evals} evaluation{'s' if n_evals > 1 else ''}" if n_evals else ""
         message = (f"Step {done} took **{format_seconds(per_step)}** ({format_seconds(wall)} with loading the "
-                   f"model and data). At that pace the remaining **{len(todo)} steps**{evals_too} take about "
-                   f"**{format_seconds(left)}** on this machine now.")
+                   f"model and data{_step0_eval_text(result.records)}). At that pace the remaining "
+                   f"**{len(todo)} steps**{evals_too} take about **{format_seconds(left)}** on this machine now.")
         if cfg.uses_selection or cfg.uses_replay:
             message += (" Step 1 is among the slowest: it rolls out a whole batch of fresh questions"
                         + (" and the reference set" if cfg.uses_selection else "") + ", later steps often less.")

@@ -237,3 +237,7 @@ def pass_rate_histogram(pass_rates: Iterable[float], group_size: int) -> list[in
 # the step-time split: these add up to (nearly) time/step; figures and summaries stack them in this order
 TIME_KEYS = ("time/generation", "time/reference", "time/reward", "time/prediction", "time/selection",
              "time/replay", "time/update")
+TIME_NAMES = {"time/generation": "generation", "time/reference": "reference rollouts", "time/reward": "reward",
+              "time/prediction": "prediction", "time/selection": "selection", "time/replay": "replay bookkeeping",
+              "time/update": "policy update"}
+"""What each part of the split is called in legends and tables."""

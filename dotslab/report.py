@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .config import Config
-from .metrics import TIME_KEYS, read_jsonl
+from .metrics import TIME_KEYS, TIME_NAMES, read_jsonl
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -38,7 +38,8 @@ def _rounded(value: Any, digits: int = 3) -> Any:
 
 
 def run_summary(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One-column table: eval pass rate first/last, mean train pass rate, mean step-time split.
+    """One-column table: eval pass rate first/last, mean train pass rate, mean step-time split (only the
+    parts the run has: a GRPO run shows no reference, prediction or replay rows).
 
     The column holds integers as integers and floats rounded to 3 decimals (object dtype).
     """
@@ -50,34 +51,63 @@ def run_summary(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         "eval pass rate (last)": evals[-1]["eval/pass_rate"] if evals else np.nan,
         "train pass rate (first 3 steps)": float(np.mean([r["train/pass_rate"] for r in steps[:3]])) if steps else np.nan,
         "train pass rate (last 3 steps)": float(np.mean([r["train/pass_rate"] for r in steps[-3:]])) if steps else np.nan,
-        "zero-variance share (mean)": float(np.mean([r["rollout/frac_zero_std"] for r in steps])) if steps else np.nan,
+        "fresh groups without reward spread (mean share)":
+            float(np.mean([r["rollout/frac_zero_std"] for r in steps])) if steps else np.nan,
         "generations": int(steps[-1]["rollout/total_generations"]) if steps else 0,
         "training seconds": steps[-1]["time/elapsed"] if steps else 0.0,
     }
     for key in (*TIME_KEYS, "time/step"):
         vals = [r.get(key, 0.0) or 0.0 for r in steps]
-        rows[f"{key} (mean s)"] = float(np.mean(vals)) if vals else np.nan
+        if key != "time/step" and not any(vals):
+            continue  # a part this method does not have (GRPO: no reference rollouts, prediction, replay)
+        name = "whole step" if key == "time/step" else TIME_NAMES[key]
+        rows[f"seconds per step: {name} (mean)"] = float(np.mean(vals)) if vals else np.nan
     return pd.DataFrame({"value": pd.Series({k: _rounded(v) for k, v in rows.items()}, dtype=object)})
 
 
+def _is_missing(x: Any) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and not np.isfinite(x))
+
+
+def _decimals(magnitude: float) -> int:
+    """Decimals for a float of this size: 3 below 10 (pass rates, seconds per step), 1 below 1000, else 0."""
+    return 3 if magnitude < 10 else 1 if magnitude < 1000 else 0
+
+
 def _number(x: Any) -> str:
-    """A table cell: integers without decimals, floats with as many as their size needs, NaN as '–'."""
-    if x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+    """A table cell on its own: integers without decimals, floats with :func:`_decimals`, missing as '–'."""
+    if _is_missing(x):
         return "–"
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         return str(x)
-    if float(x).is_integer():
+    if isinstance(x, (int, np.integer)):
         return f"{int(x):,}"
-    return f"{x:,.1f}" if abs(x) >= 10 else f"{x:.3g}"
+    return f"{x:,.{_decimals(abs(x))}f}"
+
+
+def _column_format(column: pd.Series) -> Callable[[Any], str]:
+    """One format for a whole column, so its numbers line up: integers if every number in it is a
+    whole number, else the decimals its largest number needs (0.150 beside 0.293, 1.000 beside 0.500).
+    A column of mixed kinds (a one-column summary) is formatted cell by cell."""
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return _number
+    values = np.array([float(v) for v in column if not _is_missing(v)], dtype=float)
+    if values.size == 0 or np.all(values == np.round(values)):
+        return lambda x: "–" if _is_missing(x) else f"{int(round(float(x))):,}"
+    digits = _decimals(float(np.max(np.abs(values))))
+    return lambda x: "–" if _is_missing(x) else f"{float(x):,.{digits}f}"
 
 
 def styled(table: pd.DataFrame) -> "pd.io.formats.style.Styler":
-    """``table`` for display: numbers via :func:`_number`, one header row, row names kept on one line."""
+    """``table`` for display: numbers one format per column (:func:`_column_format`), one header row,
+    row names kept on one line."""
     out = table.copy()
     out.index.name = out.columns.name = None  # a named index adds an empty header row
-    return (out.style.format(_number).format_index(str, axis=0)
-            .set_table_styles([{"selector": "th.row_heading", "props": "white-space: nowrap; text-align: left"},
-                               {"selector": "td", "props": "white-space: nowrap"}]))
+    style = out.style.format_index(str, axis=0)
+    for i, name in enumerate(out.columns):
+        style = style.format(_column_format(out.iloc[:, i]), subset=[name])
+    return style.set_table_styles([{"selector": "th.row_heading", "props": "white-space: nowrap; text-align: left"},
+                                   {"selector": "td", "props": "white-space: nowrap"}])
 
 
 def describe_run(records: Sequence[dict[str, Any]], *, eval_completions: int | None = None) -> str:
@@ -113,12 +143,33 @@ def describe_run(records: Sequence[dict[str, Any]], *, eval_completions: int | N
     zero_first = np.mean([r["rollout/frac_zero_std"] for r in steps[:half]])
     zero_last = np.mean([r["rollout/frac_zero_std"] for r in steps[half:] or steps[-1:]])
     lines.append(f"- **Fresh groups with no reward spread**: {zero_first:.0%} in the first half of the run, "
-                 f"{zero_last:.0%} in the second.")
+                 f"{zero_last:.0%} in the second.{_flat_steps_text(steps)}")
     pearson = [r["predictor/pearson"] for r in steps if r.get("predictor/pearson") is not None]
     if pearson:
         lines.append(f"- **Predictor Pearson r** on each step's fresh questions: from {min(pearson):.2f} to "
                      f"{max(pearson):.2f} over {len(pearson)} steps.")
     return "\n".join(lines)
+
+
+def _flat_steps_text(steps: Sequence[dict[str, Any]]) -> str:
+    """Where the no-spread share peaked and which steps had no fresh group with spread: a step whose
+    fresh groups all share one reward has zero advantage everywhere and, without replay, trains nothing."""
+    shares = [float(r["rollout/frac_zero_std"]) for r in steps]
+    peak = max(shares)
+    at = [int(r["step"]) for r, z in zip(steps, shares) if z == peak]
+    text = f" It peaked at {peak:.0%} (step{'s' if len(at) > 1 else ''} {_step_list(at)})"
+    flat = [int(r["step"]) for r, z in zip(steps, shares) if z >= 1.0]
+    if flat:
+        text += (f"; at step{'s' if len(flat) > 1 else ''} {_step_list(flat)} no fresh group had spread, so "
+                 f"only replayed groups, if any, gave those steps a gradient")
+    return text + "."
+
+
+def _step_list(steps: Sequence[int], show: int = 6) -> str:
+    """'3, 4 and 9', or the first ``show`` and how many more."""
+    if len(steps) > show:
+        return ", ".join(map(str, steps[:show])) + f" and {len(steps) - show} more"
+    return ", ".join(map(str, steps[:-1])) + (" and " if len(steps) > 1 else "") + str(steps[-1])
 
 
 def describe_sweep_noise(rows: Sequence[dict[str, Any]], n_probes: int) -> str:
@@ -179,14 +230,15 @@ def run_figures(recs: Sequence[dict[str, Any]], target: float) -> dict[str, floa
 def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
     """The replay buffer saved in a run's latest checkpoint, one row per group, newest last.
 
-    Columns: question, step (generated at), age (steps before the checkpoint), pass_rate,
-    has_variance, replayable (newest group of its question and has_variance, docs/method.md §4).
+    Columns, named for reading: question, step (generated at), age (steps before the checkpoint),
+    pass rate, reward spread (rewards not all equal), replayable (newest group of its question and
+    with reward spread, docs/method.md §4).
     """
     from .checkpoint import latest_checkpoint
     from .replay import replayable
 
     found = latest_checkpoint(run_dir)
-    columns = ["question", "step", "age", "pass_rate", "has_variance", "replayable"]
+    columns = ["question", "step", "age", "pass rate", "reward spread", "replayable"]
     buffer = (found[1].get("planner") or {}).get("buffer") if found is not None else None
     if not buffer:
         return pd.DataFrame(columns=columns)
@@ -194,7 +246,7 @@ def buffer_contents(run_dir: str | Path) -> pd.DataFrame:
     groups = list(buffer["groups"])
     readable = {id(g) for g in replayable(groups)}
     return pd.DataFrame([{"question": g.question.prompt, "step": g.step, "age": step - g.step,
-                          "pass_rate": g.pass_rate, "has_variance": g.has_variance, "replayable": id(g) in readable}
+                          "pass rate": g.pass_rate, "reward spread": g.has_variance, "replayable": id(g) in readable}
                          for g in groups], columns=columns)
 
 

@@ -13,6 +13,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import math
 from copy import deepcopy
 from typing import Any, Mapping, Sequence
 
@@ -21,6 +22,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .selector import selection_probs
+
+BOXED_WIDTH = 940
+"""Width (px) of a figure inside a widget box or a live figure: such a figure may be drawn before the page
+gives it a width and then keeps plotly's 700 px default, where panel legends run over the panel titles;
+940 fills a notebook in a 1400 px window with the file browser open."""
 
 DIFFICULTY_COLORS = "RdYlGn_r"  # green = easy (d near 0), red = hard (d near 1)
 
@@ -52,15 +58,38 @@ def push_widget_state(widget: go.FigureWidget) -> None:
     widget._widget_layout = deepcopy(widget._layout_obj._props)
 
 
+def as_lists(value: Any) -> Any:
+    """``value`` with every numpy array (at any depth of dicts, lists and tuples) as a plain list.
+
+    A ``FigureWidget`` whose traces hold numpy arrays raises, on every restyle the page reports back,
+    ``ValueError: The truth value of an array … is ambiguous`` inside plotly's
+    ``_remove_overlapping_props`` (it tests ``not value``), which JupyterLab shows in its log console.
+    Lists are what the page sends and what that code expects.
+    """
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: as_lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_lists(v) for v in value]
+    return value
+
+
+def figure_widget(fig: go.Figure) -> go.FigureWidget:
+    """A ``FigureWidget`` of ``fig`` whose data are plain lists (see :func:`as_lists`)."""
+    return go.FigureWidget(as_lists(fig.to_plotly_json()))
+
+
 def sync_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Copy every trace, the title, axes, annotations and shapes of ``fig`` into ``widget`` (same traces)."""
+    """Copy every trace, the title, axes, annotations and shapes of ``fig`` into ``widget`` (same traces),
+    as plain lists (see :func:`as_lists`)."""
     with widget.batch_update():
         for live, new in zip(widget.data, fig.data):
-            live.update(new.to_plotly_json())
+            live.update(as_lists(new.to_plotly_json()))
         widget.layout.title = fig.layout.title
         for name, axis in fig.layout.to_plotly_json().items():
             if name.startswith(("xaxis", "yaxis")):
-                widget.layout[name].update(axis)
+                widget.layout[name].update(as_lists(axis))
         widget.layout.annotations = fig.layout.annotations
         widget.layout.shapes = fig.layout.shapes
     push_widget_state(widget)
@@ -165,10 +194,11 @@ def prediction_figure(predicted: Sequence[float], actual: Sequence[float], texts
     fig.update_yaxes(title_text="predicted difficulty d̂", range=[-0.05, 1.05], row=1, col=1)
     if history is not None:
         labels = [h["label"] for h in history]
-        for key in ("pearson", "spearman", "mae"):
+        for key, name in (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mae", "MAE")):
             fig.add_trace(go.Scatter(x=list(range(1, len(history) + 1)), y=_finite([h[key] for h in history]),
-                                     name=key, mode="lines+markers", text=labels), row=1, col=2)
-        fig.update_xaxes(title_text="attempt", row=1, col=2)
+                                     name=name, mode="lines+markers", text=labels), row=1, col=2)
+        # whole attempts only (plotly's automatic ticks put 1.5 between the first two)
+        fig.update_xaxes(title_text="attempt", tick0=1, dtick=max(1, math.ceil(len(history) / 8)), row=1, col=2)
         fig.update_yaxes(title_text="r / MAE", range=[-1.05, 1.05], row=1, col=2)
     fig.update_layout(title=title or _quality_title(p, a, ref_difficulty), height=420, width=None if cols == 2 else 620,
                       legend={"orientation": "h", "y": -0.2})
@@ -208,7 +238,8 @@ def attention_bars(weights: Sequence[float], ref_texts: Sequence[str], ref_diffi
         x=w[order], y=[f"{shorten(ref_texts[i], 26)} [{i}]" for i in order], orientation="h",
         marker={"color": d, "colorscale": DIFFICULTY_COLORS, "cmin": 0, "cmax": 1,
                 "colorbar": {"title": {"text": "d"}, "thickness": 12, "len": 0.9}},
-        text=[f"a={v:.2f}  d={di:.2f}" for v, di in zip(w[order], d)], textposition="outside",
+        # "auto": inside a long bar, outside a short one; "outside" ran a weight near 1 into the colour bar
+        text=[f"a={v:.2f}  d={di:.2f}" for v, di in zip(w[order], d)], textposition="auto",
         cliponaxis=False, name="attention"))
     fig.update_layout(title={"text": title, "font": {"size": 13}}, height=26 * len(order) + 110, width=560,
                       xaxis={"title": {"text": "attention weight a_i"}, "range": [0, 1], "dtick": 0.25},

@@ -20,6 +20,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable, Sequence
 
 import ipywidgets as w
@@ -33,13 +34,13 @@ from .live import Progress, format_seconds
 from .predictor import DifficultyPredictor, choose_reference_set, prediction_quality
 from .report import styled, top_references
 from .selector import dots_sample, selection_probs
-from .viz import (attention_bars, attention_heatmap, prediction_figure, quality_text, selection_figure, shorten,
-                  sync_figure, temperature_sweep_figure)
+from .viz import (BOXED_WIDTH, attention_bars, attention_heatmap, figure_widget, prediction_figure, quality_text,
+                  selection_figure, shorten, sync_figure, temperature_sweep_figure)
 from .workbench import ProgressFn, Workbench
 
-BOXED_WIDTH = 940
-"""Width (px) of a figure inside a widget box: such a figure may be drawn before the box has a width and
-then keeps plotly's 700 px default; 940 fills a notebook in a 1400 px window with the file browser open."""
+SETTLE_SECONDS = 0.4
+"""How long the picker's strategy / K / seed controls must rest before it rolls out a new reference set."""
+
 
 
 # ---- 01: reference-set picker ------------------------------------------------------------------
@@ -66,6 +67,9 @@ class ReferenceSetPicker:
         self.ref_difficulty = np.zeros(0)
         self.prediction = np.zeros(len(self.probe_texts))
         self._syncing = False  # set while the K slider follows a manual edit (no re-draw then)
+        self._busy = False  # set while a callback runs (controls disabled)
+        self._stale = False  # a control moved while a callback ran: draw again when it ends
+        self._timer: asyncio.TimerHandle | None = None
         n = len(self.pool_texts)
         self.strategy = w.Dropdown(options=REFERENCE_STRATEGIES, value=strategy, description="strategy")
         self.k = w.IntSlider(value=k, min=2, max=min(64, n), description="size K", continuous_update=False)
@@ -75,9 +79,9 @@ class ReferenceSetPicker:
         self.ref_list = w.SelectMultiple(description="references", rows=8, layout={"width": "420px"})
         self.remove_button = w.Button(description="remove selected", icon="minus", layout={"width": "180px"})
         self.status = w.HTML()
-        self.figure = go.FigureWidget(prediction_figure([], [], history=[]).update_layout(width=BOXED_WIDTH))
+        self.figure = figure_widget(prediction_figure([], [], history=[]).update_layout(width=BOXED_WIDTH))
         for control in (self.strategy, self.k, self.seed):
-            control.observe(lambda _: None if self._syncing else self._shown(self.draw), names="value")
+            control.observe(lambda _: None if self._syncing else self._settled(self.draw), names="value")
         self.add_button.on_click(lambda _: self._shown(self.add, [self.add_choice.value]))
         self.remove_button.on_click(lambda _: self._shown(self.remove, list(self.ref_list.value)))
         self.widget = w.VBox([
@@ -102,13 +106,51 @@ class ReferenceSetPicker:
                    strata=wb.pool.strata, estimate_fn=lambda idx: wb.labeler.estimate(wb.pool.subset([int(i) for i in idx])),
                    **kwargs)
 
+    @property
+    def controls(self) -> tuple[w.DOMWidget, ...]:
+        """Everything a user can click or type into."""
+        return (self.strategy, self.k, self.seed, self.add_choice, self.add_button, self.ref_list, self.remove_button)
+
     def _shown(self, action: Callable[..., None], *args: Any) -> None:
-        """Run a callback; an error also goes to the status line (callback output is not shown in a cell)."""
+        """Run a callback with every control disabled; an error also goes to the status line (callback
+        output is not shown in a cell).
+
+        The kernel handles one message at a time: a click made while a rollout runs would wait and then
+        act on a state that has changed under it (a selection cleared by the redraw, a K slider
+        key-step per redraw). Disabled controls take no clicks or key-steps; the front end hears of
+        it at once, because widget updates are sent while a callback runs.
+        """
+        if self._busy:  # a control changed while a callback runs: draw once more when it ends
+            self._stale = True
+            return
+        self._busy = True
+        for control in self.controls:
+            control.disabled = True
         try:
             action(*args)
         except Exception as err:
             self.status.value = f"<span style='color:#c00'>{type(err).__name__}: {err}</span>"
             raise
+        finally:
+            for control in self.controls:
+                control.disabled = False
+            self._busy = False
+        if self._stale:
+            self._stale = False
+            self._settled(self.draw)
+
+    def _settled(self, action: Callable[..., None]) -> None:
+        """Run ``action`` once the controls have been still for ``SETTLE_SECONDS``: three quick key-steps
+        of the K slider draw one reference set, not three. Without a running event loop (a script, a
+        test) it runs at once; in a kernel the loop runs while it waits for messages."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._shown(action)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_later(SETTLE_SECONDS, self._shown, action)
 
     def _choose(self, strategy: str, k: int, seed: int) -> list[int]:
         return [int(i) for i in choose_reference_set(strategy, self.pool_emb, k, np.random.default_rng(seed),
@@ -243,9 +285,9 @@ class AttentionExplorer:
                                             description="τ", readout_format=".3f", continuous_update=False)
         self.status = w.HTML()
         self.table = w.HTML(layout={"max_width": "390px", "overflow_x": "auto", "margin": "30px 0 0 4px"})
-        self.bars = go.FigureWidget(attention_bars(np.zeros(len(self.ref_texts)), self.ref_texts,
+        self.bars = figure_widget(attention_bars(np.zeros(len(self.ref_texts)), self.ref_texts,
                                                    self.ref_difficulty, top))
-        self.heatmap = go.FigureWidget(attention_heatmap(np.zeros((len(self.query_texts), len(self.ref_texts))),
+        self.heatmap = figure_widget(attention_heatmap(np.zeros((len(self.query_texts), len(self.ref_texts))),
                                                          self.query_texts, self.ref_texts, self.ref_difficulty
                                                          ).update_layout(width=BOXED_WIDTH))
         self.query.observe(lambda _: self.refresh(), names="value")
@@ -337,7 +379,7 @@ class SelectionExplorer:
         self.tau = w.FloatLogSlider(value=temperature, base=10, min=-3, max=0.5, step=0.25, description="τ",
                                     readout_format=".3f", continuous_update=False)
         self.status = w.HTML()
-        self.figure = go.FigureWidget(selection_figure(self.difficulty, target_difficulty, temperature
+        self.figure = figure_widget(selection_figure(self.difficulty, target_difficulty, temperature
                                                        ).update_layout(width=BOXED_WIDTH))
         for control in (self.alpha, self.tau):
             control.observe(lambda _: self.refresh(), names="value")

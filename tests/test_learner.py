@@ -39,8 +39,9 @@ def direct_logprobs(model, rollout) -> torch.Tensor:
     return logp[torch.arange(c), rollout.completion_ids]
 
 
-def direct_loss(model, groups, old_logp, clipped_tokens: list | None = None) -> torch.Tensor:
-    """docs/method.md §5 token by token: mean over all tokens of max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε)))."""
+def direct_loss(model, groups, old_logp, clipped_tokens: list | None = None, max_c: float = 0.0) -> torch.Tensor:
+    """docs/method.md §5 token by token: mean over all tokens of max(-A·ρ, -A·clip(ρ, c(1-ε), c(1+ε))),
+    each term times min(c, max_c)/c when ``max_c`` > 0 ("Truncating c")."""
     terms = []
     for g in groups:
         r = g.rewards
@@ -53,7 +54,8 @@ def direct_loss(model, groups, old_logp, clipped_tokens: list | None = None) -> 
                 c = torch.exp(old_logp[id(ro)][t] - mu[t])
                 lo, hi = c * (1 - EPS), c * (1 + EPS)
                 clipped = torch.minimum(torch.maximum(rho, lo), hi)
-                terms.append(torch.maximum(-adv[j] * rho, -adv[j] * clipped))
+                term = torch.maximum(-adv[j] * rho, -adv[j] * clipped)
+                terms.append(term * torch.clamp(c, max=max_c) / c if max_c > 0 else term)
                 if clipped_tokens is not None:
                     clipped_tokens.append(bool(-adv[j] * clipped > -adv[j] * rho))
     return torch.stack(terms).mean()
@@ -132,6 +134,35 @@ def test_replayed_rows_get_pi_old_and_the_gradient_matches_the_spec(moved_policy
     assert res.replay_mean_c == pytest.approx(float(c_replayed.mean()), rel=1e-4)
     assert res.replay_mean_abs_log_c == pytest.approx(float(c_replayed.log().abs().mean()), rel=1e-4)
     assert res.replay_c_outside_clip_frac == pytest.approx(float(((c_replayed - 1).abs() > EPS).float().mean()))
+
+
+def test_a_cap_on_c_reaches_the_update_through_the_config(moved_policy_batch):
+    """``max_importance_weight`` truncates c in the learner's own loss: the SGD step equals the gradient of
+    the direct loss with each term scaled by min(c, cap)/c, and differs from the uncapped step."""
+    model0, fresh, replayed = moved_policy_batch
+    groups = fresh + replayed
+    model = copy_of(model0)
+    with torch.no_grad():
+        old = {id(r): direct_logprobs(model, r) for g in groups for r in g.rollouts}
+    c = torch.cat([torch.exp(old[id(r)] - r.behaviour_logprobs) for g in replayed for r in g.rollouts])
+    cap = float(c.median())  # the replayed tokens above it are truncated (below 1, the fresh ones too, in both)
+    assert (c > cap).any() and (c < cap).any()
+
+    def expected_step(max_c):
+        ref = copy_of(model0)
+        direct_loss(ref, groups, old, max_c=max_c).backward()
+        return {n: q.grad.detach().clone() for n, q in ref.named_parameters()}
+
+    capped, uncapped = expected_step(cap), expected_step(0.0)
+    before = {n: q.detach().clone() for n, q in model.named_parameters()}
+    cfg = dataclasses.replace(grpo_cfg(len(groups)), max_importance_weight=cap)
+    policy_update(model, torch.optim.SGD(model.parameters(), lr=1.0), fresh, replayed, cfg, step=2,
+                  rng=np.random.default_rng(0))
+    moved_apart = False
+    for n, q in model.named_parameters():
+        assert torch.allclose(before[n] - q.detach(), capped[n], atol=1e-5, rtol=1e-3), n
+        moved_apart |= not torch.allclose(capped[n], uncapped[n], atol=1e-5, rtol=1e-3)
+    assert moved_apart, "the cap must change the update for this test to mean anything"
 
 
 def copy_of(model0: torch.nn.Module) -> torch.nn.Module:

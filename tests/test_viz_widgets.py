@@ -298,9 +298,32 @@ def test_tables_format_integers_as_integers():
     table = pd.DataFrame({"steps": pd.array([24, 4], dtype="Int64"), "seconds": [113.456, 13.0],
                           "ratio": [0.6666, np.nan]}, index=pd.Index(["dots_rr-a-s0-abc", "grpo-a-s0-abc"], name="run"))
     html = styled(table).to_html()
-    assert ">24<" in html and ">113.5<" in html and ">13<" in html and ">0.667<" in html and ">–<" in html
+    assert ">24<" in html and ">113.5<" in html and ">13.0<" in html and ">0.667<" in html and ">–<" in html
+    # one format per column (issue 18.11: 0.15 beside 0.293, 1 beside 0.5): by hand
+    html = styled(pd.DataFrame({"pass rate": [0.15, 0.293], "share": [1.0, 0.5], "step": [3.0, np.nan],
+                                "generations": [25600.0, 1234.5]})).to_html()
+    for cell in (">0.150<", ">0.293<", ">1.000<", ">0.500<", ">3<", ">25,600<", ">1,234<"):
+        assert cell in html, cell
     assert html.count("<tr>") == 3  # one header row: no empty row for the index name
     assert "white-space: nowrap" in html
+
+
+def test_run_summary_names_its_rows_and_leaves_out_parts_the_method_lacks():
+    grpo = [record(1, **{"time/step": 1.0}), record(2, **{"time/step": 2.0, "time/generation": 1.2})]
+    rows = run_summary(grpo)["value"]
+    assert rows["seconds per step: generation (mean)"] == pytest.approx((0.6 + 1.2) / 2)
+    assert rows["seconds per step: whole step (mean)"] == 1.5
+    assert not any("reference" in k or "replay" in k or "/" in k for k in rows.index)  # no raw keys, no 0 rows
+    dots = [record(1, **{"time/reference": 0.5}), record(2)]
+    assert run_summary(dots)["value"]["seconds per step: reference rollouts (mean)"] == 0.25
+
+
+def test_training_figure_says_why_the_predictor_panel_is_empty():
+    note = [a.text for a in curves.training_figure([record(1), record(2)]).layout.annotations]
+    assert curves.NO_PREDICTOR in note
+    with_predictor = curves.training_figure([record(1, **{"predictor/pearson": 0.3, "predictor/mae": 0.2})])
+    assert curves.NO_PREDICTOR not in [a.text for a in with_predictor.layout.annotations]
+    assert curves.NO_PREDICTOR not in [a.text for a in curves.training_figure([]).layout.annotations]
 
 
 def test_describe_run_computes_what_we_saw():
@@ -312,14 +335,17 @@ def test_describe_run_computes_what_we_saw():
     assert "0.25 over the first 2 steps, 0.55 over the last 2 steps (4 steps in all)" in text
     se = np.sqrt(0.25 * 0.75 / 100)  # p = mean of 0.2 and 0.3
     assert f"±{se:.2f}" in text and "+0.10 is beyond two standard errors" in text  # 0.10 > 2 * 0.043
-    assert "50% in the first half of the run, 25% in the second" in text
+    assert "50% in the first half of the run, 25% in the second. It peaked at 50% (steps 1 and 2)." in text
+    recs[2]["rollout/frac_zero_std"] = 1.0  # step 2: every fresh group flat (issue 18.5: the reading said nothing)
+    text = describe_run(recs)
+    assert "It peaked at 100% (step 2); at step 2 no fresh group had spread" in text
     assert "from -0.10 to 0.30 over 4 steps" in text
     flat = describe_run([{"step": 0, "eval/pass_rate": 0.0}, record(1, **{"eval/pass_rate": 0.0})], eval_completions=8)
     assert "first step" in flat and f"±{np.sqrt(1 / 8 * 7 / 8 / 8):.2f}" in flat  # p = 0 is held at 1/n
 
 
 def test_buffer_contents_of_a_run_without_checkpoint_is_empty(tmp_path):
-    assert list(buffer_contents(tmp_path).columns) == ["question", "step", "age", "pass_rate", "has_variance",
+    assert list(buffer_contents(tmp_path).columns) == ["question", "step", "age", "pass rate", "reward spread",
                                                        "replayable"]
 
 
@@ -378,6 +404,50 @@ def test_reference_picker_reports_rollout_progress_and_no_ranking(data):
     assert any("rolling out: 2 of 3" in text for text in seen)
     assert "no ranking: all 3 references have the same difficulty" in picker.status.value
     assert "nan" not in picker.status.value.lower()
+
+
+def test_reference_picker_takes_no_clicks_while_it_rolls_out(data):
+    """Issue 18.8: clicks made during a rollout queued up and acted on a changed state (a selection lost)."""
+    picker = make_picker(data, k=4)
+    states = []
+
+    def label(idx, on_progress=None):
+        states.append([c.disabled for c in picker.controls])
+        if len(states) == 1:
+            picker.k.value = picker.k.value + 1  # a key-step arriving while the first rollout runs
+        return data["pool_d"][np.asarray(idx)]
+
+    picker.label_fn = label
+    n = len(picker.history)
+    picker.seed.value = 5
+    # every control was disabled during each rollout, and the key-step that came in during the first
+    # one started no rollout inside it: it was drawn once, after it
+    assert states == [[True] * 7] * 2 and not any(c.disabled for c in picker.controls)
+    assert [h["label"] for h in picker.history[n:]] == ["random K=4 seed=5", "random K=5 seed=5"]
+    assert len(picker.refs) == picker.k.value == 5
+
+
+def test_reference_picker_draws_once_for_quick_key_steps(data):
+    """Issue 18.8: with an event loop running (as in a kernel), key-steps in quick succession are one draw."""
+    import asyncio
+    from dotslab import widgets
+    picker = make_picker(data, k=4)
+    n = len(picker.history)
+
+    async def press_three_times():
+        for k in (5, 6, 7):
+            picker.k.value = k
+            await asyncio.sleep(widgets.SETTLE_SECONDS / 10)
+        assert len(picker.history) == n  # nothing drawn while the keys move
+        await asyncio.sleep(widgets.SETTLE_SECONDS * 2)
+
+    asyncio.run(press_three_times())
+    assert [h["label"] for h in picker.history[n:]] == ["random K=7 seed=0"] and len(picker.refs) == 7
+    picker = make_picker(data, k=4)
+    picker.label_fn = lambda idx, on_progress=None: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        picker.seed.value = 6  # no event loop: at once
+    assert not any(c.disabled for c in picker.controls) and "ZeroDivisionError" in picker.status.value
 
 
 def test_reference_picker_sweep_and_snapshot(data):
@@ -477,6 +547,9 @@ def test_time_first_step_trains_once_and_estimates_the_rest(tmp_cache, tmp_path)
     # steps 2 and 3 remain; step 2 (eval_every) and step 3 (the last) evaluate
     assert first.seconds_left == pytest.approx(2 * step1["time/step"] + 2 * np.mean(evals))
     assert "remaining **2 steps** and 2 evaluations" in first.message
+    step0 = next(r for r in first.records if r["step"] == 0)  # 18.5: the step-0 evaluation is named
+    assert "held-out evaluation before training" in first.message
+    assert f"pass rate {step0['eval/pass_rate']:.2f} ± {step0['eval/pass_rate_se']:.2f}" in first.message
     result = train(cfg, resume=True, progress=False)
     assert [r["step"] for r in result.records if "time/step" in r] == [1, 2, 3]
     whole = train(dataclasses.replace(cfg, run_name="uninterrupted"), progress=False)  # the same run in one call
@@ -589,3 +662,37 @@ def test_progress_clock_ticks_while_one_long_call_runs():
     after = len(lines)
     _time.sleep(0.15)
     assert len(lines) == after  # closed: the clock stopped
+
+
+def _arrays_in(obj, path=()):
+    """Paths of every numpy array inside nested dicts / lists / tuples."""
+    if isinstance(obj, np.ndarray):
+        return [path]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _arrays_in(v, path + (k,))]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in _arrays_in(v, path + (i,))]
+    return []
+
+
+def test_widget_figures_hold_lists_so_the_pages_restyle_reports_do_not_fail(data):
+    """Issue 18.9: every control change in 01 and 03 logged plotly's ValueError ("truth value of an
+    array ... ambiguous") from ``_remove_overlapping_props``, which the page's restyle report runs on the
+    widget's own trace properties and which tests ``not value``: a numpy array there raises."""
+    from copy import deepcopy
+
+    from plotly.basewidget import BaseFigureWidget
+    with pytest.raises(ValueError, match="truth value"):  # the failure, on an array
+        BaseFigureWidget._remove_overlapping_props({"x": np.arange(3.0)}, {"x": [{"type": "linear"}]})
+    refs = np.arange(6)
+    picker, sel = make_picker(data, k=4), SelectionExplorer(np.linspace(0, 1, 30), n_select=4)
+    att = AttentionExplorer(data["probe"].prompts, data["probe_emb"], [data["pool"].prompts[i] for i in refs],
+                            data["pool_emb"][refs], data["pool_d"][refs])
+    picker.seed.value, sel.alpha.value, att.temperature.value = 2, 0.3, 0.5  # after a redraw, too
+    live = LiveCurves("run", total_steps=2)
+    live(record(1, **{"eval/pass_rate": 0.4}))
+    assert live.widget.layout.width == BOXED_WIDTH  # 18.11: not plotly's 700 px with legends over the titles
+    for widget in (picker.figure, sel.figure, att.bars, att.heatmap, live.widget):
+        assert not _arrays_in(widget._data) and not _arrays_in(widget._layout_obj._props)
+        for trace in widget._data:  # the page reporting a list-of-dicts default for every property
+            BaseFigureWidget._remove_overlapping_props(deepcopy(trace), {k: [{"a": 1}] for k in trace if k != "uid"})

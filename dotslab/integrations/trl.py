@@ -85,7 +85,7 @@ def grpo_config_from(cfg: Config, *, num_processes: Optional[int] = None, **over
     updates = g.questions_per_step // g.minibatch_questions  # optimizer steps per dotslab step
     on_gpu = getattr(cfg, "device", "auto") != "cpu" and torch.cuda.is_available()
     kw: dict[str, Any] = dict(
-        output_dir=str(Path(cfg.run_root) / cfg.resolved_run_name / "trl"), seed=cfg.seed, data_seed=cfg.seed,
+        output_dir=str(cfg.run_dir / "trl"), seed=cfg.seed, data_seed=cfg.seed,
         num_generations=g.group_size, generation_batch_size=g.questions_per_step * g.group_size,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=rows // (per_device * n),
         num_iterations=1, max_steps=cfg.total_steps * updates, learning_rate=g.learning_rate,
