@@ -38,7 +38,11 @@ from .viz import BOXED_WIDTH, figure_widget, sync_figure
 
 
 def format_seconds(seconds: float) -> str:
-    """'8 s', '3.5 min', '1.2 h'."""
+    """'0.35 s', '2.4 s', '8 s', '3.5 min', '1.2 h' (a step of the miniature is well under a second)."""
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

@@ -124,9 +124,9 @@ def test_run_progress_title_estimates_time_left():
 def test_progress_line_counts_and_estimates():
     lines = []
     bar = Progress(4, "rolling out", on_update=lines.append)
-    bar.start -= 8.0  # as if 8 s had passed
+    bar.start -= 12.0  # as if 12 s had passed
     bar.update(2)
-    assert lines[-1].startswith("rolling out: 2 of 4 · 8 s, about 8 s left")
+    assert lines[-1].startswith("rolling out: 2 of 4 · 12 s, about 12 s left")
     bar({"step": 4, "time/step": 1.0})  # as a trainer hook it follows the step count
     assert bar.done == 4 and "left" not in lines[-1]
 
@@ -529,6 +529,11 @@ def test_workbench_on_tiny_policy_labels_and_predicts(tmp_cache):
     r = wb.predict(wb.reference_set(k=3, strategy="stratified"))
     assert r.pool_prediction.shape == (16,) and r.probe_attention.shape == (4, 3)
     assert ((0 <= r.pool_prediction) & (r.pool_prediction <= 1)).all()
+
+
+def test_format_seconds_keeps_short_times_readable():
+    from dotslab.live import format_seconds
+    assert [format_seconds(x) for x in (0.347, 2.44, 12.4, 95, 7200)] == ["0.35 s", "2.4 s", "12 s", "1.6 min", "2.0 h"]
 
 
 def test_time_first_step_trains_once_and_estimates_the_rest(tmp_cache, tmp_path):
