@@ -312,8 +312,8 @@ def check_reference_set_picker(page):
                            arg=picker.element_handle(), timeout=30_000)
     shoot(picker, "01_reference_set-after-diverse.png")
     shoot(static.last, "01_reference_set-snapshot.png")
-    # three quick key-steps of the K slider (issue 18.8): the controls grey out while the references roll
-    # out, and one reference set is drawn, at the value where the slider stopped
+    # three quick key-steps of the K slider (issue 18.8): one reference set is drawn, at the value where the
+    # slider stopped, and the controls (disabled while it rolls out) are enabled again afterwards
     attempts = len(page.evaluate("el => el.data[3].x", picker.locator(".js-plotly-plot").first.element_handle()))
     picker.locator(".noUi-handle").first.focus()
     for _ in range(3):
