@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .configs import CONFIGS, DOTS_RR_HISTORY, GRPO, Arm, Bench, arm, with_settings
+from .report import _num
 
 KNOBS: dict[str, tuple[str, Callable[[Bench], tuple[Any, ...]]]] = {
     "alpha": ("target_difficulty", lambda b: (0.3, 0.5, 0.7)),
@@ -61,8 +62,8 @@ def show(value: Any) -> str:
 
 
 def knob_value(bench: Bench, knob: str) -> Any:
-    """The value ``knob`` takes in the bench's own training config (δ, K, α, C of DOTS+RR's arm)."""
-    return bench.run_config(DOTS_RR_HISTORY, bench.seeds[0], "/tmp").to_flat()[KNOBS[knob][0]]
+    """The value ``knob`` takes in the bench's own training config (δ, K, α, C, encoder of DOTS+RR's arm)."""
+    return bench.train.to_flat()[KNOBS[knob][0]]
 
 
 def knob_arms(bench: Bench, knob: str) -> list[tuple[Any, Arm]]:
@@ -157,14 +158,12 @@ def plot_knob(knob: str, rows: Sequence[Mapping[str, Any]], grpo_final: float | 
     plt.close(fig)
 
 
-def _fmt(x: Any, spec: str = "{:.2f}") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    return "∞" if isinstance(x, float) and math.isinf(x) else spec.format(x)
+def _two(x: Any) -> str:
+    return _num(x, "{:.2f}")
 
 
 def _ci(mid: Any, ci: Sequence[Any], spec: str = "{:.2f}") -> str:
-    return f"{_fmt(mid, spec)} [{_fmt(ci[0], spec)}–{_fmt(ci[1], spec)}]"
+    return f"{_num(mid, spec)} [{_num(ci[0], spec)}–{_num(ci[1], spec)}]"
 
 
 def _ratio(r: Mapping[str, Any], n_seeds: int) -> str:
@@ -172,7 +171,7 @@ def _ratio(r: Mapping[str, Any], n_seeds: int) -> str:
     if r["time_ratio"] is None:
         return f"not reached ({r['reached']}/{n_seeds})"
     lo, hi = r["time_ratio_ci"]
-    return f"{_fmt(r['time_ratio'])} [{_fmt(lo)}–{'∞' if hi is None else _fmt(hi)}]"
+    return f"{_two(r['time_ratio'])} [{_two(lo)}–{'∞' if hi is None else _two(hi)}]"
 
 
 def sweep_markdown(result: Mapping[str, Any], figure_dir: str = "") -> str:
@@ -195,9 +194,9 @@ def sweep_markdown(result: Mapping[str, Any], figure_dir: str = "") -> str:
                                                        else show(r["value"]))
             lines.append(
                 f"| {knob} | {value} | {r['reached']}/{len(seeds)} | {_ratio(r, len(seeds))} | "
-                f"{_ci(r['final_pass_rate'], r['final_pass_rate_ci'], '{:.3f}')} | {_fmt(r['step_seconds'])} | "
-                f"{_fmt(r['spread_share'])} | {_fmt(r['predictor_r'])} / {_fmt(r['predictor_r_within_batch'])} | "
-                f"{_fmt(r['mean_c'])} | {_fmt(r['grad_norm_mean'])} |")
+                f"{_ci(r['final_pass_rate'], r['final_pass_rate_ci'], '{:.3f}')} | {_two(r['step_seconds'])} | "
+                f"{_two(r['spread_share'])} | {_two(r['predictor_r'])} / {_two(r['predictor_r_within_batch'])} | "
+                f"{_two(r['mean_c'])} | {_two(r['grad_norm_mean'])} |")
     lines.append("")
     for knob in result["knobs"]:
         lines.append(f"![sweep {knob}]({figure_dir}sweep-{result['config']}-{knob}.png)")

@@ -205,6 +205,11 @@ def time_to_target(records: Sequence[dict[str, Any]], target: float) -> dict[str
     return {"seconds": np.nan, "generations": np.nan, "step": np.nan}
 
 
+def first_pass_rate(records: Sequence[dict[str, Any]]) -> float:
+    evals = _evals(records)
+    return float(evals[0]["eval/pass_rate"]) if evals else float("nan")
+
+
 def final_pass_rate(records: Sequence[dict[str, Any]]) -> float:
     evals = _evals(records)
     return float(evals[-1]["eval/pass_rate"]) if evals else float("nan")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .config import Config
+from .report import final_pass_rate, first_pass_rate
 from .trainer import train
 
 Records = Sequence[Mapping[str, Any]]
@@ -59,17 +60,10 @@ def describe_methods(runs: Mapping[str, Mapping[int, Records]]) -> str:
         if len(b["step"]) < 2:
             lines.append(f"- `{method}`: fewer than two evaluations; nothing to compare.")
             continue
-        rose = sum(_last_eval(recs) > _first_eval(recs) for recs in by_seed.values())
+        rose = sum(final_pass_rate(recs) > first_pass_rate(recs) for recs in by_seed.values())
         lines.append(f"- `{method}`: held-out pass rate {b['mean'][0]:.3f} at step {b['step'][0]} → "
                      f"{b['mean'][-1]:.3f} at step {b['step'][-1]} (mean of {len(by_seed)} seeds; range "
                      f"{b['low'][-1]:.3f}–{b['high'][-1]:.3f}), in {b['seconds'][-1]:.0f} s of training on "
                      f"average; it rose in {rose} of {len(by_seed)} seeds.")
     return "\n".join(lines)
 
-
-def _first_eval(records: Records) -> float:
-    return next(r["eval/pass_rate"] for r in records if r.get("eval/pass_rate") is not None)
-
-
-def _last_eval(records: Records) -> float:
-    return [r["eval/pass_rate"] for r in records if r.get("eval/pass_rate") is not None][-1]
