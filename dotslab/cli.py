@@ -5,7 +5,7 @@ Not from the paper. Decisions:
      ``notebooks/`` folder at build time); a source checkout runs ``notebooks/`` itself.
   2. Parameters are ``-p key value`` pairs, parsed by the key's type (:func:`dotslab.params.parse_value`)
      and layered exactly as the notebook's config cell will layer them (:func:`dotslab.params.resolve`):
-     the preset, the explicit values, what the preset replaced, the config and the run folder are
+     the preset, the explicit values, which preset values they replace, the config and the run folder are
      printed before a kernel starts; a bad key or value exits 2 in about a second.
   3. The command holds the run folder's lock for the whole run (the kernel it starts may write the
      folder); a second writer, ``--resume`` with nothing to resume, or a fresh start on a folder that
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"no notebook at {notebook}")
         return 2
     cell, types = notebook_parameters(notebook)
-    notebook_only = {k for k in cell if k not in field_types()}
+    notebook_only = {k for k in cell if k not in field_types() and k != "preset"}
     try:
         explicit = {key: parse_value(text, key, kind=field_types().get(key) or types.get(key))
                     for key, text in args.parameter}

@@ -2,20 +2,21 @@
 
 Not from the paper. One rule for ``dotslab train``, papermill and JupyterLab alike:
 
-    Config defaults  <  the notebook's parameters cell  <  the preset's fields  <  explicit values
+    Config defaults  <  the preset's fields  <  the parameters cell  <  explicit ``-p`` values
 
-Explicit values are ``-p`` pairs; inside a kernel they are the ``name = literal`` cells run after the
-parameters cell, which is how papermill injects them. So ``-p preset tiny`` gives every field ``tiny``
-names, ``-p total_steps 1`` beats it, and a notebook's own literals fill only what the preset leaves.
+A parameters cell holds ``name: type = literal`` lines. ``-p`` values replace the cell's values of the
+same name (papermill injects them as a cell right after it), so a value written in the cell or given
+with ``-p`` always wins over the preset; ``None`` in the cell means "the preset's value" (or the
+default's). So ``-p preset mini`` on 10_train gives the miniature (its cell leaves those fields None),
+while ``preset = "mini"`` next to ``policy = "smollm2"`` in a cell gives what the cell says: SmolLM2.
 
 Decisions:
-  1. In a kernel, the parameters cell and the cells after it are read from IPython's input history
-     (``In``), not from ``globals()``: a later cell's loop variables (``for alpha, tau in ...``) or a
-     reassigned name cannot leak into the config, and running the config cell again is harmless.
-     Without history (nbval) only the parameters cell's annotated names are read, from globals(),
-     and count as explicit.
-  2. ``cpu_demo`` names no field, so under the notebooks' default preset their own values stand; when
-     another preset replaces parameters-cell values, the config cell prints which (never silently).
+  1. In a kernel, the config is built from ``preset`` and the names in ``globals()`` that are Config
+     fields, not from IPython's input history: what the user sees in
+     the parameters cell after running it is what the config gets. Our notebooks bind no Config field
+     name after the parameters cell (a test checks), so re-running the config cell is harmless.
+  2. When the cell or ``-p`` replaces values the preset names, the config cell and ``dotslab train``
+     print which (never silently).
   3. :func:`parse_value` is the one parser of command-line values (``dotslab train``, the TRL recipe,
      the benchmarks); it parses by the field's type, so ``3e-5`` is a float and ``123`` a run name.
 """
@@ -87,24 +88,21 @@ def parse_value(text: str, key: str | None = None, kind: str | None = None) -> A
 
 
 # ---- parameters cells ---------------------------------------------------------------------------------
-def literal_assignments(source: str, *, annotated: bool) -> dict[str, Any] | None:
-    """``{name: value}`` if every statement of ``source`` assigns a literal to a name (``name: type = v``
-    when ``annotated``, ``name = v`` otherwise); None for any other cell."""
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def literal_assignments(source: str) -> dict[str, Any] | None:
+    """``{name: value}`` if every statement of ``source`` is ``name: type = literal``; None for any other cell."""
     try:
         body = ast.parse(source).body
     except SyntaxError:
         return None
     out: dict[str, Any] = {}
     for node in body:
-        if annotated and isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
-            name, value = node.target.id, node.value
-        elif not annotated and isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                and isinstance(node.targets[0], ast.Name):
-            name, value = node.targets[0].id, node.value
-        else:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value):
             return None
         try:
-            out[name] = ast.literal_eval(value)
+            out[node.target.id] = ast.literal_eval(node.value)
         except ValueError:
             return None
     return out or None
@@ -117,37 +115,11 @@ def notebook_parameters(path: str | Path) -> tuple[dict[str, Any], dict[str, str
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            values = literal_assignments(source, annotated=True) or {}
+            values = literal_assignments(source) or {}
             types = {n.target.id: ast.unparse(n.annotation) for n in ast.parse(source).body
                      if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
             return values, types
     return {}, {}
-
-
-def cells_from_history(namespace: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(parameters cell, explicit values) of the running kernel, read from its input history ``In``.
-
-    The parameters cell is the last executed cell made only of ``name: type = literal`` lines; explicit
-    values are those of ``name = literal``-only cells executed after it (papermill's injected cell).
-    A kernel that keeps no history (nbval runs cells with ``store_history=False``) falls back to the
-    annotated names in ``globals()``, all counted as explicit; a plain namespace without ``In`` or
-    annotations, to its public literals.
-    """
-    history = namespace.get("In")
-    for i in range(len(history) - 1, -1, -1) if isinstance(history, list) else ():
-        cell = literal_assignments(history[i], annotated=True)
-        if cell is not None:
-            explicit: dict[str, Any] = {}
-            for source in history[i + 1:]:
-                explicit.update(literal_assignments(source, annotated=False) or {})
-            return cell, explicit
-    names = namespace.get("__annotations__") or ([] if isinstance(history, list) else
-                                                  [k for k in namespace if not k.startswith("_")])
-    if not names:
-        raise ConfigError("no parameters cell has run in this kernel: run the notebook's first code cell "
-                          "(tagged 'parameters') before building the config")
-    return {}, {k: namespace[k] for k in names
-                if k in namespace and isinstance(namespace[k], (str, int, float, bool))}
 
 
 # ---- the layering rule ----------------------------------------------------------------------------------
@@ -156,12 +128,12 @@ class Resolved:
     """A config and where its values came from."""
     config: Config
     preset: str
-    explicit: dict[str, Any]                       # Config keys set explicitly (beat the preset)
-    replaced: dict[str, tuple[Any, Any]]           # key -> (parameters-cell value, preset value)
+    explicit: dict[str, Any]                       # Config keys given with -p (replacing the cell's)
+    replaced: dict[str, tuple[Any, Any]]           # key -> (preset value, value from the cell or -p)
     notebook_only: dict[str, Any] = field(default_factory=dict)  # names the notebook uses, not Config keys
 
     def summary(self) -> list[str]:
-        """Human-readable lines: the preset, the explicit values, what the preset replaced, the config."""
+        """Human-readable lines: the preset, the explicit values, what replaced the preset, the config."""
         fmt = lambda d: ", ".join(f"{k}={v!r}" for k, v in d.items()) or "none"  # noqa: E731
         lines = [f"preset: {self.preset or 'none'}"
                  + (f" (sets {len(preset_values(self.preset))} fields)" if self.preset and preset_values(self.preset)
@@ -174,40 +146,47 @@ class Resolved:
                      + fmt({k: v for k, v in flat.items() if v != default[k]}))
         return lines
 
-
     def replaced_line(self) -> str:
-        return f"preset {self.preset!r} replaced these parameters-cell values: " + ", ".join(
+        return f"the parameters cell and -p replace these values of preset {self.preset!r}: " + ", ".join(
             f"{k} {old!r} -> {new!r}" for k, (old, new) in self.replaced.items())
 
 
-def resolve(cell: Mapping[str, Any], explicit: Mapping[str, Any], *,
+def resolve(cell: Mapping[str, Any], explicit: Mapping[str, Any] | None = None, *,
             notebook_only: Collection[str] = ()) -> Resolved:
-    """Config defaults < ``cell`` < the preset's fields < ``explicit``; raises ConfigError naming the key.
+    """Config defaults < the preset's fields < ``cell`` < ``explicit``; raises ConfigError naming the key.
 
-    ``preset`` is read from ``explicit``, else from ``cell``. Names in ``notebook_only`` are set aside
-    (not Config keys); any other unknown name raises.
+    ``explicit`` values replace the cell's of the same name, as papermill's injected cell does; ``None``
+    means "not set" (the preset's value). ``preset`` is read from the result. Names in ``notebook_only``
+    are set aside (not Config keys); any other unknown name raises.
     """
-    set_aside = set(notebook_only)
-    preset = explicit.get("preset", cell.get("preset")) or ""
+    set_aside, explicit = set(notebook_only), dict(explicit or {})
+    values = {**cell, **explicit}
+    preset = values.get("preset") or ""
     named = preset_values(preset) if preset else {}
-    cell_cfg = {k: v for k, v in cell.items() if k not in set_aside and k != "preset"}
+    given = {k: v for k, v in values.items() if k not in set_aside and k != "preset" and v is not None}
+    config = Config.from_flat({**named, **given}, ignore_private=False)
+    replaced = {k: (named[k], v) for k, v in given.items() if k in named and v != named[k]}
     exp_cfg = {k: v for k, v in explicit.items() if k not in set_aside and k != "preset"}
-    merged = {**{k: v for k, v in cell_cfg.items() if k not in named}, **named, **exp_cfg}
-    config = Config.from_flat(merged, ignore_private=False)
-    replaced = {k: (v, named[k]) for k, v in cell_cfg.items() if k in named and k not in exp_cfg and v != named[k]}
-    only = {k: v for k, v in {**cell, **explicit}.items() if k in set_aside}
+    only = {k: v for k, v in values.items() if k in set_aside}
     return Resolved(config, preset, exp_cfg, replaced, only)
 
 
 def from_namespace(namespace: Mapping[str, Any], *, exclude: Collection[str] = ()) -> Config:
     """The config of the notebook running in this kernel: call it as ``from_namespace(globals())``.
 
-    Built from the parameters cell's names only (plus explicit values injected after it), layered as
-    the module docstring says; ``exclude`` names parameters-cell entries that are not Config keys.
+    Reads ``preset`` and every Config field name the kernel holds (the parameters cell's values, with
+    papermill's injected ones), layered as the module docstring says; ``exclude`` names parameters-cell
+    entries that are not Config keys. A name bound to anything but a plain literal raises ConfigError.
     """
-    cell, explicit = cells_from_history(namespace)
-    known = set(field_types()) | set(cell)
-    resolved = resolve(cell, {k: v for k, v in explicit.items() if k in known}, notebook_only=exclude)
+    if "preset" not in namespace:
+        raise ConfigError("no parameters cell has run in this kernel: run the notebook's first code cell "
+                          "(tagged 'parameters') before building the config")
+    values = {k: namespace[k] for k in ("preset", *field_types()) if k in namespace and k not in exclude}
+    for key, value in values.items():
+        if not isinstance(value, _PLAIN):
+            raise ConfigError(f"{key} holds a {type(value).__name__}, not a value: a cell after the parameters "
+                              f"cell rebound it; run the parameters cell again")
+    resolved = resolve(values)
     if resolved.replaced:
         print("dotslab:", resolved.replaced_line())
     return resolved.config

@@ -29,13 +29,16 @@ from pathlib import Path
 
 import pytest
 
+from dotslab.config import preset_values
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 STATIC_PLOT = ".jp-OutputArea-output.jp-RenderedPlotly"  # jupyterlab-plotly's renderer of the plotly mime type
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
+TINY = {"preset": "tiny", **preset_values("tiny"), "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
+"""The tiny preset's fields given explicitly: a notebook's own parameters-cell values win over its preset."""
 NOTEBOOKS = {
     "00_quickstart.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
                             "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "compare_seeds": 2,

@@ -117,8 +117,22 @@ def test_numbers_parse_as_written_and_the_config_is_printed(tmp_path):
                 "-p", "total_steps", "1", "--dry-run")
     assert p.returncode == 0, p.stderr
     assert "set explicitly: learning_rate=3e-05, weight_decay=0.001, total_steps=1" in p.stderr
-    assert "preset 'tiny' replaced these parameters-cell values: method 'grpo' -> 'dots_rr', policy 'smollm2' -> 'tiny'" in p.stderr
+    assert ("the parameters cell and -p replace these values of preset 'tiny': total_steps 4 -> 1, "
+            "learning_rate 0.001 -> 3e-05") in p.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_preset_mini_gives_the_miniature_and_cell_values_beat_a_preset(tmp_path):
+    """Issue 17: defaults < preset < parameters cell < -p. 10_train's cell leaves the fields a preset sets
+    at None, so `-p preset mini` (README's `make train ARGS="-p preset mini"`) trains the miniature."""
+    from dotslab.config import mini
+    p = run_cli(tmp_path, "-p", "preset", "mini", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    printed = next(line for line in p.stderr.splitlines() if "config (fields that differ" in line)
+    for key, value in mini().to_flat().items():
+        if key in ("method", "policy", "task", "total_steps", "train_size", "eval_size", "eval_every"):
+            assert f"{key}={value!r}" in printed, (key, printed)
+    assert "replace these values" not in p.stderr  # the cell's None values replace nothing
 
 
 def _fake_run(tmp_path, **explicit) -> Path:

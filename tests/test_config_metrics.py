@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dotslab.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
-from dotslab.config import Config, ConfigError, paper, tiny
+from dotslab.config import Config, ConfigError, mini, paper, tiny
 from dotslab.params import from_namespace
 from dotslab.metrics import GLOSSARY, JsonlLogger, pass_rate_histogram, read_jsonl, repair_jsonl, truncate_after_step
 
@@ -115,57 +115,69 @@ def test_parse_value_refuses_naming_the_key(key, text, message):
 
 
 # ---- notebooks: the parameters cell, papermill's injected cell, re-runs --------------------------------
-CELL_10 = ('preset: str = "cpu_demo"  # base\npolicy: str = "smollm2"  # p\ntask: str = "arithmetic_mix"  # t\n'
-           'total_steps: int = 24  # s\nresume: bool = False  # r\n')
+CELL_10 = ('preset: str = "cpu_demo"  # base\npolicy: str = None  # p\ntask: str = None  # t\n'
+           'total_steps: int = None  # s\nseed: int = 0  # s\nresume: bool = False  # r\n')
 
 
-def test_injected_preset_beats_the_notebooks_literal_defaults():
-    """Issue: `-p preset tiny` trained SmolLM2 on arithmetic_mix, because the cell's literals won."""
-    ns = {"In": ["", CELL_10, '# Parameters\npreset = "tiny"\nresume = True\n', "cfg = ..."],
-          "preset": "tiny", "policy": "smollm2", "task": "arithmetic_mix", "total_steps": 24, "resume": True}
-    cfg = from_namespace(ns, exclude=("resume",))
-    assert cfg == tiny()
-
-
-def test_explicit_values_beat_the_preset_and_the_cell_fills_the_rest(capsys):
-    cell = CELL_10 + 'group_size: int = 3  # g\n'
-    ns = {"In": ["", cell, '# Parameters\npreset = "tiny"\ntotal_steps = 1\nlearning_rate = 3e-05\n']}
-    cfg = from_namespace(ns, exclude=("resume",))
-    assert (cfg.policy, cfg.total_steps, cfg.grpo.learning_rate) == ("tiny", 1, 3e-5)
-    assert cfg.grpo.group_size == 2  # tiny names group_size: the cell's 3 is replaced, and the cell says so
-    assert "replaced these parameters-cell values: policy 'smollm2' -> 'tiny'" in capsys.readouterr().out
-    # the default preset (cpu_demo) names nothing: the notebook's own values stand
-    cfg = from_namespace({"In": ["", cell]}, exclude=("resume",))
-    assert (cfg.policy, cfg.grpo.group_size, cfg.total_steps) == ("smollm2", 3, 24)
-
-
-def test_running_the_config_cell_again_is_harmless():
-    """Issue: notebook 03's `for alpha, tau in ...` left two scalar globals, and re-running cfg raised."""
+def _kernel(*sources: str) -> dict:
+    """Run cells in a fresh IPython shell, as JupyterLab would, and return its namespace."""
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
-    try:
-        for source in (CELL_10, "from dotslab.params import from_namespace",
-                       "cfg = from_namespace(globals(), exclude=('resume',))",
-                       "for alpha, tau in ((0.5, 1e-3), (0.8, 0.1)):\n    total_steps = 99",
-                       "cfg2 = from_namespace(globals(), exclude=('resume',))"):
-            result = shell.run_cell(source, store_history=True)
-            assert result.success, result.error_in_exec
-        assert shell.user_ns["cfg2"] == shell.user_ns["cfg"] and shell.user_ns["cfg"].total_steps == 24
-    finally:
-        shell.reset()
+    shell.reset()
+    for source in ("from dotslab.params import from_namespace", *sources):
+        result = shell.run_cell(source, store_history=True)
+        assert result.success, result.error_in_exec
+    return dict(shell.user_ns)
+
+
+def test_injected_preset_fills_the_fields_the_cell_leaves_none():
+    """`dotslab train -p preset mini` (papermill injects `preset = "mini"` after the cell): 10_train's cell
+    leaves policy/task/total_steps None, so the miniature's settings apply, field by field."""
+    ns = _kernel(CELL_10, '# Parameters\npreset = "mini"\nresume = True\n',
+                 "cfg = from_namespace(globals(), exclude=('resume',))")
+    assert (ns["cfg"].policy, ns["cfg"].task, ns["cfg"].total_steps, ns["cfg"].method) == \
+        ("mini", "addition:2-4", 200, "dots_rr")
+    assert ns["cfg"] == mini()
+
+
+def test_cell_values_beat_the_preset_and_the_config_cell_says_which(capsys):
+    """Issue 17: defaults < preset < parameters cell < -p. A value written in the cell wins over the preset;
+    the preset fills the rest; the config cell prints the preset values the cell replaced."""
+    cell = CELL_10.replace("policy: str = None", 'policy: str = "smollm2"') + "group_size: int = 3  # g\n"
+    ns = _kernel(cell, '# Parameters\npreset = "tiny"\ntotal_steps = 1\n',
+                 "cfg = from_namespace(globals(), exclude=('resume',))")
+    cfg = ns["cfg"]
+    assert (cfg.policy, cfg.grpo.group_size, cfg.total_steps) == ("smollm2", 3, 1)  # cell, cell, -p
+    assert (cfg.task, cfg.grpo.learning_rate, cfg.to_flat()["embedder"]) == ("arithmetic", 1e-3, "hash")  # tiny's
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "replace these values of preset 'tiny':" in line)
+    assert {"policy 'tiny' -> 'smollm2'", "group_size 2 -> 3", "total_steps 4 -> 1"} == set(line.split(": ", 2)[2].split(", "))
+    # the default preset (cpu_demo) names nothing: the cell's values and the Config defaults
+    ns = _kernel(cell, "cfg = from_namespace(globals(), exclude=('resume',))")
+    assert ns["cfg"] == Config.from_flat({"policy": "smollm2", "group_size": 3})
+
+
+def test_rerunning_an_edited_cell_gives_what_the_user_sees():
+    """No input-history parsing: edit the parameters cell, run it and the config cell again, get the edit;
+    a later cell's own names (03's `for alpha, tau in ...`) never reach the config."""
+    ns = _kernel(CELL_10, "cfg = from_namespace(globals(), exclude=('resume',))",
+                 "for alpha, tau in ((0.5, 1e-3), (0.8, 0.1)):\n    pass",
+                 "cfg2 = from_namespace(globals(), exclude=('resume',))",
+                 CELL_10.replace("total_steps: int = None", "total_steps: int = 5").replace("seed: int = 0", "seed: int = 7"),
+                 "cfg3 = from_namespace(globals(), exclude=('resume',))")
+    assert ns["cfg2"] == ns["cfg"] == Config()
+    assert (ns["cfg3"].total_steps, ns["cfg3"].seed) == (5, 7)
 
 
 def test_config_cell_without_a_parameters_cell_says_so():
     with pytest.raises(ConfigError, match="no parameters cell has run"):
-        from_namespace({"In": ["", "x = 1"], "x": 1})
+        from_namespace({"x": 1})
 
 
-def test_without_input_history_the_annotated_names_count_as_explicit():
-    """nbval runs cells with store_history=False: `In` stays empty, annotations still record the cell's names."""
-    ns = {"In": [""], "__annotations__": {"preset": str, "total_steps": int, "resume": bool},
-          "preset": "tiny", "total_steps": 3, "resume": False, "alpha": 0.5, "tau": 1e-3}
-    cfg = from_namespace(ns, exclude=("resume",))
-    assert cfg == Config.from_flat({"preset": "tiny", "total_steps": 3})
+def test_a_config_name_rebound_to_a_non_value_is_named():
+    import math
+    with pytest.raises(ConfigError, match="task holds a module, not a value"):
+        from_namespace({"preset": "cpu_demo", "task": math})
 
 
 def test_paper_preset_values():

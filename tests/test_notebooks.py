@@ -8,7 +8,7 @@ What is checked, and how:
   1. The committed notebooks are valid nbformat 4 JSON whose every cell carries its own id (so a
      read does not invent fresh ones and a save does not churn the diff), they carry no outputs and
      no saved widget state, and their first code cell is tagged ``parameters`` and holds only
-     ``name: type = literal  # help`` lines (STYLE §3).
+     ``name: type = literal  # help`` lines (``None``: the preset's value).
   2. papermill executes each notebook with tiny parameters (random-init ``tiny`` policy, ``hash``
      embedder, a few questions and tokens; 00 with its live curves on); the executed copy must hold no
      error, at least one plotly figure (mime ``application/vnd.plotly.v1+json``) and no widget output
@@ -35,12 +35,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from dotslab.config import field_types, preset_values
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PARAMETER_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>str|int|float|bool) = (?P<value>.+?)\s+# \S.*$")
 
-TINY = {"preset": "tiny", "policy": "tiny", "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
+TINY = {"preset": "tiny", **preset_values("tiny"), "embedder": "hash", "group_size": 2, "max_new_tokens": 4}
+"""The tiny preset's fields given explicitly: a notebook's own parameters-cell values win over its preset."""
 PARAMETERS = {
     "00_quickstart.ipynb": {**TINY, "train_size": 24, "eval_size": 6, "reference_set_size": 4,
                             "questions_per_step": 4, "total_steps": 3, "eval_every": 2, "live_plots": True,
@@ -94,9 +97,52 @@ def test_committed_notebook_is_clean_and_parameterised(name):
         m = PARAMETER_LINE.match(line)
         assert m, f"{name}: parameter line is not `name: type = literal  # help`: {line!r}"
         value = ast.literal_eval(m["value"])  # raises on anything but a literal
-        assert type(value).__name__ == m["type"], f"{name}: {m['name']} is annotated {m['type']}, got {value!r}"
+        assert value is None or type(value).__name__ == m["type"], \
+            f"{name}: {m['name']} is annotated {m['type']}, got {value!r}"
+        assert m["type"] == field_types().get(m["name"], m["type"]), f"{name}: {m['name']} is not the Config field's type"
         names.append(m["name"])
-    assert set(PARAMETERS[name]) - {"run_root", "runs_glob"} <= set(names), f"{name}: unknown test parameter"
+    unknown = set(PARAMETERS[name]) - {"run_root", "runs_glob", "preset"} - set(names) - set(field_types())
+    assert not unknown, f"{name}: unknown test parameters {unknown}"
+
+
+def _bound_names(source: str) -> set[str]:
+    """Names a cell binds at top level of the kernel: assignments, loop and with targets, imports, defs."""
+    names: set[str] = set()
+    local_scopes = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            return  # the body's names stay local
+        if isinstance(node, local_scopes):
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return names
+
+
+def test_bound_names_sees_loop_targets_and_imports_but_not_function_locals():
+    source = ("for seed, x in pairs:\n    pass\nimport numpy as task\ndef f():\n    policy = 1\n"
+              "ys = [method for method in ms]\nwith open(p) as fh:\n    eval_size = 3\n")
+    assert _bound_names(source) == {"seed", "x", "task", "f", "ys", "fh", "eval_size"}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_no_cell_after_the_parameters_cell_rebinds_a_config_name(name):
+    """The config cell reads Config field names from the kernel (dotslab.params): a later cell that bound
+    one (`seed = ...`, `for task in ...`) would leak into the config when the config cell runs again."""
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    watched = set(field_types()) | {"preset"}
+    for cell in code[1:]:
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        assert not _bound_names(source) & watched, f"{name}: a later cell binds {_bound_names(source) & watched}"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), f"{name}: title first"
 
 
