@@ -12,17 +12,26 @@ other folder (not a checkout) with ``PYTHONPATH=<that folder>:<this checkout>``,
 comes from the old checkout and ``benchmarks`` from this one.
 
     python -m benchmarks.profile_step --method dots_rr --steps 4 --warmup 1 --threads 2 --out profile.json
+
+``--bf16-momentum`` measures one memory option of issue 18 (item 13) without adding it to dotslab: the
+run's AdamW is replaced by :class:`BF16MomentumAdamW`, which keeps the first moment in bfloat16 (the
+second stays fp32: its (1 - β2) increments are below bfloat16's resolution and would be lost). glibc's
+``MALLOC_MMAP_THRESHOLD_`` environment variable, the other option measured, needs no code.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import math
+import os
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from typing import Any, Callable
+
+import torch
 
 from benchmarks.peer import _status_mb
 
@@ -73,6 +82,34 @@ def instrument() -> Callable[[], None]:
     return undo
 
 
+class BF16MomentumAdamW(torch.optim.Optimizer):
+    """AdamW (decoupled weight decay, bias correction, eps outside the root) with exp_avg in bfloat16."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8,
+                 foreach: bool | None = None):  # foreach: accepted as the trainer passes it; always per tensor
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p, dtype=torch.bfloat16),
+                                 exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                t = state["step"]
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                m = state["exp_avg"].float().lerp_(p.grad, 1 - beta1)
+                state["exp_avg"].copy_(m)
+                v = state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
+                p.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1 ** t))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="dots_rr")
@@ -83,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="any other config key, read as `dotslab train -p` reads it")
+    ap.add_argument("--bf16-momentum", action="store_true", help="AdamW's first moment in bfloat16 (see above)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
-    import torch
+    adamw = torch.optim.AdamW
+    if a.bf16_momentum:  # the trainer builds its optimizer as torch.optim.AdamW(...); put back below
+        torch.optim.AdamW = BF16MomentumAdamW
     if a.threads:
         torch.set_num_threads(a.threads)
     from dotslab.config import Config
@@ -108,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - t0
     finally:
         undo()
+        torch.optim.AdamW = adamw
     steps = [r for r in records if r.get("step", 0) > a.warmup and "time/step" in r]
     keys = sorted({k for r in steps for k in r if k.startswith("time/") and k not in ("time/elapsed",)})
-    out = {"method": a.method, "policy": a.policy, "threads": torch.get_num_threads(), "config": cfg.to_flat(),
+    out = {"method": a.method, "policy": a.policy, "bf16_momentum": a.bf16_momentum,
+           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "threads": torch.get_num_threads(), "config": cfg.to_flat(),
            "timed_steps": len(steps), "wall_seconds": wall, "rss_after_imports_mb": base_rss,
            "peak_rss_mb": max([_status_mb("VmHWM")] + [max(v) for v in PEAKS.values()]),
            "seconds_per_phase": {k: sum(r.get(k, 0.0) for r in steps) / len(steps) for k in keys},

@@ -423,6 +423,42 @@ def test_profile_step_runs_and_puts_the_originals_back(tmp_path, tmp_cache):
     assert (rollout.HFGenerateEngine.sample, trainer.policy_update) == before
 
 
+def test_bf16_momentum_adamw_matches_adamw_written_out_by_hand():
+    """Two steps of the profile's memory option against AdamW's equations in plain floats, with the first
+    moment rounded to bfloat16 after each update (a value bfloat16 cannot hold exactly: 0.1 * 0.3)."""
+    import torch
+    from benchmarks.profile_step import BF16MomentumAdamW
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = BF16MomentumAdamW([w], lr=0.01, weight_decay=0.1, betas=(0.9, 0.99), eps=1e-8)
+    grads = [[0.3, -1.7], [-0.2, 0.5]]
+    x, m, v = [1.0, -2.0], [0.0, 0.0], [0.0, 0.0]
+    bf16 = lambda f: float(torch.tensor(f).to(torch.bfloat16))  # noqa: E731
+    for t, g in enumerate(grads, start=1):
+        w.grad = torch.tensor(g)
+        opt.step()
+        for i in range(2):
+            x[i] *= 1 - 0.01 * 0.1
+            m_new = 0.9 * m[i] + 0.1 * g[i]          # the update uses the fp32 value, then stores it in bf16
+            v[i] = 0.99 * v[i] + 0.01 * g[i] ** 2
+            x[i] -= 0.01 / (1 - 0.9 ** t) * m_new / ((v[i] / (1 - 0.99 ** t)) ** 0.5 + 1e-8)
+            m[i] = bf16(m_new)
+        assert w.tolist() == pytest.approx(x, rel=1e-6)
+        assert opt.state[w]["exp_avg"].dtype == torch.bfloat16 and opt.state[w]["exp_avg"].tolist() == m
+    assert m[0] != 0.9 * 0.03 + 0.1 * -0.2  # bfloat16 rounding is in play
+
+
+def test_profile_step_bf16_momentum_flag_puts_adamw_back(tmp_path, tmp_cache):
+    import torch
+    from benchmarks.profile_step import main
+
+    adamw = torch.optim.AdamW
+    out = tmp_path / "profile.json"
+    assert main(["--policy", "tiny", "--steps", "1", "--warmup", "1", "--threads", "1", "-p", "preset", "tiny",
+                 "--bf16-momentum", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["bf16_momentum"] is True and torch.optim.AdamW is adamw
+
+
 def test_sweep_knob_values_and_bootstrap_ci_by_hand():
     from benchmarks.configs import CONFIGS
     from benchmarks.sweep import KNOBS, bootstrap_mean_ci, knob_arms
