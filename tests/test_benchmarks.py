@@ -407,6 +407,19 @@ def test_reference_cost_summary_by_hand():
     assert "| a | 32.0 | 3.00 | 0.42 | 0.400 | 2 | 5.0 |" in markdown({"a": r}, 0.42)
 
 
+def test_cpu_sampled_is_cpu_with_the_papers_evaluation_and_the_pilot_lr():
+    """Issue 19.8's amendment: only the evaluation and lr differ from the registered `cpu` config, and one
+    evaluation's sampling standard error is within 0.02 whatever the pass rates (p(1-p) <= 1/4)."""
+    from benchmarks import configs
+    cpu, amended = configs.cpu(), configs.cpu_sampled()
+    a, b = cpu.train.to_flat(), amended.train.to_flat()
+    assert {k for k in a if a[k] != b[k]} <= {"eval_greedy", "eval_samples", "learning_rate"}
+    assert (b["eval_greedy"], b["eval_samples"], b["eval_temperature"], b["eval_top_p"]) == (False, 4, 0.6, 0.95)
+    assert b["learning_rate"] == configs.CPU_SAMPLED_LEARNING_RATE in (1e-5, 3e-5, 1e-4)
+    assert math.sqrt(0.25 / (b["eval_size"] * b["eval_samples"])) <= 0.02 < math.sqrt(0.25 / b["eval_size"])
+    assert (amended.seeds, amended.arms, amended.task_mix_size) == (cpu.seeds, cpu.arms, cpu.task_mix_size)
+
+
 def test_profile_step_runs_and_puts_the_originals_back(tmp_path, tmp_cache):
     import dotslab.rollout as rollout
     import dotslab.trainer as trainer
