@@ -23,6 +23,7 @@ Decisions:
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -175,13 +176,20 @@ def from_namespace(namespace: Mapping[str, Any], *, exclude: Collection[str] = (
     """The config of the notebook running in this kernel: call it as ``from_namespace(globals())``.
 
     Reads ``preset`` and every Config field name the kernel holds (the parameters cell's values, with
-    papermill's injected ones), layered as the module docstring says; ``exclude`` names parameters-cell
-    entries that are not Config keys. A name bound to anything but a plain literal raises ConfigError.
+    papermill's injected ones), layered as the module docstring says; ``exclude`` names the notebook's own
+    parameters (not Config keys). Raises ConfigError for a Config name bound to anything but a plain
+    literal, and for an annotated name that is not a Config field but nearly spells one (a typo).
     """
     if "preset" not in namespace:
         raise ConfigError("no parameters cell has run in this kernel: run the notebook's first code cell "
                           "(tagged 'parameters') before building the config")
-    values = {k: namespace[k] for k in ("preset", *field_types()) if k in namespace and k not in exclude}
+    fields = field_types()
+    for name in namespace.get("__annotations__") or {}:  # the parameters cell's names (and any annotated later)
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.85)
+        if name not in fields and name != "preset" and name not in exclude and close:
+            raise ConfigError(f"{name} is not a Config field (did you mean {close[0]}?); a notebook's own "
+                              f"parameter goes in the config cell's exclude=(...)")
+    values = {k: namespace[k] for k in ("preset", *fields) if k in namespace and k not in exclude}
     for key, value in values.items():
         if not isinstance(value, _PLAIN):
             raise ConfigError(f"{key} holds a {type(value).__name__}, not a value: a cell after the parameters "

@@ -174,6 +174,17 @@ def test_config_cell_without_a_parameters_cell_says_so():
         from_namespace({"x": 1})
 
 
+def test_a_misspelt_parameter_is_named_with_the_field_it_nearly_spells():
+    """Without history parsing the config cell reads Config names only; a typo in the parameters cell would
+    pass unseen, so annotated names close to a field are refused (the notebook's own names are excluded)."""
+    ns = _kernel('preset: str = "cpu_demo"  # p\ntotl_steps: int = 3  # t\n')
+    with pytest.raises(ConfigError, match=r"totl_steps is not a Config field \(did you mean total_steps\?\)"):
+        from_namespace(ns)
+    ns = _kernel('preset: str = "cpu_demo"  # p\nraw_attention_temperature: float = 0.1  # own\n'
+                 'live_plots: bool = True  # own\n')
+    assert from_namespace(ns, exclude=("raw_attention_temperature",)) == Config()
+
+
 def test_a_config_name_rebound_to_a_non_value_is_named():
     import math
     with pytest.raises(ConfigError, match="task holds a module, not a value"):
