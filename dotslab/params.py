@@ -12,9 +12,10 @@ while ``preset = "mini"`` next to ``policy = "smollm2"`` in a cell gives what th
 
 Decisions:
   1. In a kernel, the config is built from ``preset`` and the names in ``globals()`` that are Config
-     fields, not from IPython's input history: what the user sees in
-     the parameters cell after running it is what the config gets. Our notebooks bind no Config field
-     name after the parameters cell (a test checks), so re-running the config cell is harmless.
+     fields, not from IPython's input history: what the user sees in the parameters cell after running
+     it is what the config gets. Our notebooks bind no Config field name after the parameters cell (a
+     test checks), so re-running the config cell is harmless. An annotated name that nearly spells a
+     field is refused as a typo.
   2. When the cell or ``-p`` replaces values the preset names, the config cell and ``dotslab train``
      print which (never silently).
   3. :func:`parse_value` is the one parser of command-line values (``dotslab train``, the TRL recipe,
