@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = [r for r in records if r.get("step", 0) > a.warmup and "time/step" in r]
     keys = sorted({k for r in steps for k in r if k.startswith("time/") and k not in ("time/elapsed",)})
     out = {"method": a.method, "policy": a.policy, "bf16_momentum": a.bf16_momentum,
-           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "threads": torch.get_num_threads(), "config": cfg.to_flat(),
+           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "threads": torch.get_num_threads(),
+           "config": cfg.to_flat(),
            "timed_steps": len(steps), "wall_seconds": wall, "rss_after_imports_mb": base_rss,
            "peak_rss_mb": max([_status_mb("VmHWM")] + [max(v) for v in PEAKS.values()]),
            "seconds_per_phase": {k: sum(r.get(k, 0.0) for r in steps) / len(steps) for k in keys},
