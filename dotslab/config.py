@@ -12,8 +12,9 @@ A preset is the set of fields it names (``PRESET_VALUES``); values given next to
 Deviations (dotslab decisions, see docs/method.md):
   1. Presets ``cpu_demo`` and ``tiny`` shrink the paper's sizes but keep the ratios K/B = 1/2,
      δ = 1/2, C/B = 1 and ν = 2 (``tiny`` keeps all but C/B, which it doubles for small batches).
-  2. lr for the 135M CPU policy is 3e-5 (paper: 1e-6 for 1.5B-7B policies at B = 512); it was chosen
-     on GRPO alone and is used unchanged for every method (docs/benchmarks.md, "Choosing lr").
+  2. lr for the 135M CPU policy is 1e-5 (paper: 1e-6 for 1.5B-7B policies at B = 512); it was chosen
+     on GRPO alone, under the sampled evaluation, and is used unchanged for every method
+     (docs/benchmarks.md, "Choosing lr").
   3. ``bf16_autocast`` is on by default (fp32 master weights); the paper preset and ``tiny`` turn it off.
 """
 from __future__ import annotations
@@ -46,8 +47,8 @@ class GRPOConfig:
     """B: fresh-or-replayed groups per training step. Paper 512."""
     minibatch_questions: int = 8
     """Groups per optimizer step; B / this = optimizer steps per training step. Paper 64 (8 per step)."""
-    learning_rate: float = 3e-5
-    """AdamW lr, constant, no warmup. Paper 1e-6 (1.5B-7B, B = 512); 3e-5 for the 135M CPU policy (docs/benchmarks.md)."""
+    learning_rate: float = 1e-5
+    """AdamW lr, constant, no warmup. Paper 1e-6 (1.5B-7B, B = 512); 1e-5 for the 135M CPU policy (docs/benchmarks.md)."""
     weight_decay: float = 0.0
     """AdamW weight decay. Paper 0 [paper], code 0.01 [code]."""
     clip_eps: float = 0.2
