@@ -251,13 +251,24 @@ def _diagnostics_lines(result: Mapping[str, Any], t: Mapping[str, Any]) -> list[
 
 # ---- plot -------------------------------------------------------------------------------------
 def plot(result: Mapping[str, Any], path: Path) -> None:
+    """Write :func:`figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(result)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure(result: Mapping[str, Any]):
+    """The benchmark's figure: time-to-target in the top row; predictor, step split and peer below, when run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     parts = result["parts"]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-    ax_curve, ax_gen, ax_ttt, ax_pred, ax_split, ax_peer = axes.ravel()
+    second_row = any(parts.get(k) for k in ("predictor", "overhead", "peer"))
+    fig, axes = plt.subplots(2 if second_row else 1, 3, figsize=(16, 9 if second_row else 4.8))
+    ax_curve, ax_gen, ax_ttt, ax_pred, ax_split, ax_peer = list(axes.ravel()) + [None] * (0 if second_row else 3)
     colors = {"grpo": "tab:gray", "dots": "tab:blue", "rr": "tab:orange", "dots_rr": "tab:green",
               "dots_rr_paper": "tab:purple", "dapo": "tab:red", "dots_rr_cap2": "tab:brown"}
     t = parts.get("timetotarget")
@@ -287,6 +298,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         for j, (key, color) in enumerate((("seconds_ratio", "tab:purple"), ("generations_ratio", "tab:olive"),
                                           ("steps_ratio", "tab:cyan"))):
             x = [i + (j - 1) * 0.27 for i in range(len(names))]
+            labelled = False  # each ratio named once in the legend, on whichever bar comes first
             for xi, m in zip(x, names):
                 r = t["methods"][m].get(key) or {}
                 if not r.get("n"):
@@ -294,10 +306,12 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
                 med = r["median"]
                 hi = 2.0 if r.get("ci_high_inf") or r.get("ci_high") is None else r["ci_high"]
                 lo = r.get("ci_low") if r.get("ci_low") is not None else (med if med is not None else hi)
+                label, labelled = (None if labelled else key.split("_")[0]), True
                 if med is None:  # median not reached: an open bar to the plot's top
-                    ax_ttt.bar(xi, 2.0, 0.27, color="none", edgecolor=color, hatch="//")
+                    ax_ttt.bar(xi, 2.0, 0.27, color="none", edgecolor=color, hatch="//",
+                               label=label and f"{label} (hatched: median not reached)")
                     continue
-                ax_ttt.bar(xi, med, 0.27, color=color, label=key.split("_")[0] if xi == x[0] else None)
+                ax_ttt.bar(xi, med, 0.27, color=color, label=label)
                 ax_ttt.errorbar(xi, med, yerr=[[max(0, med - lo)], [max(0, hi - med)]], color="k", capsize=3, lw=1)
                 highest = max(highest, min(hi, 2.0))
         ax_ttt.axhline(1.0, color="k", lw=0.8, ls="--")
@@ -307,7 +321,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
                           ha="right")
         ax_ttt.set_title("to reach GRPO's final pass rate, / GRPO\n(median over seeds, bootstrap 95% CI; "
                          "dotted: 0.6)", fontsize=9)
-        if ax_ttt.get_legend_handles_labels()[0]:  # no bar has a label when no median was reached
+        if ax_ttt.get_legend_handles_labels()[0]:  # no bar when no arm has a ratio
             ax_ttt.legend(fontsize=8)
     p = parts.get("predictor")
     if p:
@@ -349,8 +363,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
             ax.set_visible(False)
     fig.suptitle(f"dotslab benchmark '{result['config']}' — {result['created']} — {result['machine']['cpu_model']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def readme_markers(name: str, writer: str = "benchmarks.run") -> tuple[str, str]:
