@@ -141,18 +141,17 @@ def test_figure_names_every_ratio_when_the_first_arm_misses_and_has_one_row_for_
     runs = {"grpo": {0: run({0: 0.2, 4: 0.5}), 1: run({0: 0.2, 4: 0.5})},
             "dots": {0: run({0: 0.2, 4: 0.3}), 1: run({0: 0.2, 4: 0.3})},
             "dots_rr": {0: run({0: 0.2, 2: 0.5, 4: 0.6}, seconds_per_step=30.0), 1: run({0: 0.2, 4: 0.5})}}
-    result = clean({"config": "x", "created": "now", "machine": {"cpu_model": "cpu"},
-                    "parts": {"timetotarget": timetotarget.summarise(runs)}})
-    fig = figure(result)
+    part = {**timetotarget.summarise(runs), "curves": timetotarget.eval_curves(runs)}
+    fig = figure(clean({"config": "x", "created": "now", "machine": {"cpu_model": "cpu"},
+                        "parts": {"timetotarget": part}}))
     assert len(fig.axes) == 3  # one row
     legend = fig.axes[2].get_legend()
     assert legend is not None
-    assert [t.get_text() for t in legend.get_texts()] == [
-        "seconds (hatched: median not reached)", "generations (hatched: median not reached)",
-        "steps (hatched: median not reached)"]
+    assert [t.get_text() for t in legend.get_texts()] == ["seconds", "generations", "steps",
+                                                          "hatched: median not reached"]
     # dots_rr against GRPO (4 steps, 40 s, 64 generations in both seeds): seed 0 reaches 0.5 at step 2, 60 s,
     # 32 generations (ratios 1.5, 0.5, 0.5); seed 1 at step 4, 40 s, 64 (all 1). Medians of two: the means.
-    heights = sorted(round(b.get_height(), 3) for b in fig.axes[2].patches if b.get_facecolor()[3] > 0)
+    heights = sorted(round(b.get_height(), 3) for b in fig.axes[2].patches if b.get_facecolor()[3] > 0)  # filled
     assert heights == [0.75, 0.75, 1.25]
     import matplotlib.pyplot as plt
     plt.close(fig)
