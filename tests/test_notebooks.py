@@ -69,6 +69,19 @@ def test_every_notebook_has_tiny_parameters():
     assert set(NOTEBOOKS) == set(PARAMETERS), "add the new notebook's tiny parameters to PARAMETERS"
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_a_notebook_on_the_miniature_predicts_as_the_mini_preset_does(name):
+    """00 and 03 once took their predictor mode from the Config default; when that default moved to 'paper'
+    (the SmolLM2 rerun's rule), they would have left the miniature's history mode without a word."""
+    from dotslab.params import notebook_parameters, resolve
+
+    cell, _ = notebook_parameters(ROOT / "notebooks" / name)
+    if cell.get("policy") != "mini":
+        pytest.skip(f"{name} does not run the miniature")
+    config = resolve({k: v for k, v in cell.items() if k in field_types() or k == "preset"}).config
+    assert config.predictor.predictor_mode == preset_values("mini")["predictor_mode"] == "history"
+
+
 CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # nbformat 4.5's id schema
 
 
