@@ -434,14 +434,12 @@ def test_reference_cost_summary_by_hand():
 def test_registered_cpu_config_is_what_its_committed_result_ran():
     """The `cpu` protocol was registered at the cpu_demo lr of the time (3e-5); cpu_demo's lr has since moved
     to 1e-5, and `cpu` must not move with it (its committed runs could no longer be resumed or compared)."""
-    from dotslab.config import cpu_demo
+    from dotslab.config import Config, cpu_demo
     result = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "latest-cpu.json"
-    saved = json.loads(result.read_text())["settings"]["train"]
+    saved = Config.from_dict(json.loads(result.read_text())["settings"]["train"]).to_flat()
     now = configs.cpu().train.to_flat()
-    flat = {**{k: v for k, v in saved.items() if not isinstance(v, dict)},
-            **{k: v for sec in saved.values() if isinstance(sec, dict) for k, v in sec.items()}}
-    differs = {k for k in flat if k in now and flat[k] != now[k]}
-    assert differs <= {"task", "method", "train_size"}, differs  # the task path is the machine's; arms set method
+    differs = {k for k in saved if saved[k] != now[k]}
+    assert differs <= {"task", "method"}, differs  # the task path is the machine's; the arms set method
     assert now["learning_rate"] == 3e-5 != cpu_demo().grpo.learning_rate
 
 

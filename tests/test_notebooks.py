@@ -78,7 +78,7 @@ def test_a_notebook_on_the_miniature_predicts_as_the_mini_preset_does(name):
     cell, _ = notebook_parameters(ROOT / "notebooks" / name)
     if cell.get("policy") != "mini":
         pytest.skip(f"{name} does not run the miniature")
-    config = resolve({k: v for k, v in cell.items() if k in field_types() or k == "preset"}).config
+    config = resolve(cell, notebook_only=set(cell) - set(field_types()) - {"preset"}).config
     assert config.predictor.predictor_mode == preset_values("mini")["predictor_mode"] == "history"
 
 
