@@ -21,13 +21,29 @@ Decisions:
   2. The LM head runs only at positions that predict completion tokens (the last prompt position and
      the completion's own positions), never over prompt positions.
   3. Top-p keeps the most likely tokens until their mass reaches p (at least one); no top-k.
+  4. With ``checkpointing`` (and grads on), a pass keeps only what it needs to recompute. Every decoder
+     layer runs under activation checkpointing, and autocast does not cache its bfloat16 weight copies
+     (a layer's copies then live only while that layer runs); the backward runs each layer forward
+     again, so the numbers are the same and the update costs one more forward. The LM head and log
+     softmax run in chunks of ``HEAD_CHUNK`` tokens (:class:`TargetLogprobs`), so no pass holds the
+     logits of every token at once. An input embedding that shares its weight with the head gives
+     sparse gradients (the rows looked up) instead of a dense (V, H) one per pass.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Sequence
 
 import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
+
+HEAD_CHUNK = 128
+"""Tokens per LM-head chunk under checkpointing (decision 4): a chunk's fp32 logits are 128 × V × 4 bytes
+(25 MB for SmolLM2's V = 49,152)."""
+VOCAB_BLOCK = 8192
+"""Vocabulary rows per block when :class:`TargetLogprobs` adds a chunk's weight gradient."""
 
 
 def _cache_keyword(base) -> str:
@@ -50,11 +66,12 @@ def _common_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
     return min(int(differ[0]) if len(differ) else shortest, shortest - 1)
 
 
-def encode_prompts(base, prompts: Sequence[torch.Tensor], device):
+def encode_prompts(base, prompts: Sequence[torch.Tensor], device, cache=None):
     """One pass over U prompts: (last prompt hidden state (U, H), cache, prompt mask (U, P), lengths (U,)).
 
     The tokens all prompts start with are encoded once and shared (decision 1); the rest of each
-    prompt follows, right-padded, so the mask may have holes that position ids step over.
+    prompt follows, right-padded, so the mask may have holes that position ids step over. ``cache``:
+    an empty cache to fill (None: the model makes one).
     """
     shared = _common_prefix_length(prompts)
     rest = [p[shared:] for p in prompts]
@@ -65,9 +82,10 @@ def encode_prompts(base, prompts: Sequence[torch.Tensor], device):
         ids[i, :len(r)], rest_mask[i, :len(r)] = r, 1
     ids, rest_mask = ids.to(device), rest_mask.to(device)
     owner = torch.zeros(len(prompts), dtype=torch.long, device=device)
-    cache, prefix_mask = None, torch.ones(len(prompts), shared, dtype=torch.long, device=device)
+    prefix_mask = torch.ones(len(prompts), shared, dtype=torch.long, device=device)
     if shared:
-        out = base(input_ids=prompts[0][None, :shared].to(device), use_cache=True)
+        extra = {_cache_keyword(base): cache} if cache is not None else {}
+        out = base(input_ids=prompts[0][None, :shared].to(device), use_cache=True, **extra)
         cache = _returned_cache(out)
         cache.batch_select_indices(owner)
     start = torch.full((len(prompts),), shared, dtype=torch.long, device=device)
@@ -99,11 +117,12 @@ def _units(prompt_ids: Sequence[torch.Tensor], limit: int) -> list[tuple[torch.T
 
 def completion_logprobs(model, prompt_ids: Sequence[torch.Tensor], completion_ids: Sequence[torch.Tensor],
                         temperature: float, micro_batch_size: int = 16,
-                        autocast: bool = False) -> list[torch.Tensor]:
+                        autocast: bool = False, checkpointing: bool = False) -> list[torch.Tensor]:
     """log π(c_t | prompt, c_<t) at logits / T for every completion token, one (C_i,) tensor per row.
 
     Grads flow if enabled. Rows with the same prompt share one prompt pass; a pass holds at most
-    ``micro_batch_size`` rows. Empty completions give empty tensors.
+    ``micro_batch_size`` rows. Empty completions give empty tensors. ``checkpointing``: decision 4
+    (it changes nothing without grads).
     """
     base, head = model.base_model, model.get_output_embeddings()
     device = next(model.parameters()).device
@@ -116,14 +135,15 @@ def completion_logprobs(model, prompt_ids: Sequence[torch.Tensor], completion_id
     batch: list = []
     for unit in units + [None]:
         if batch and (unit is None or sum(len(r) for _, r in batch) + len(unit[1]) > micro_batch_size):
-            _logprobs_pass(base, head, batch, completion_ids, temperature, autocast, device, out)
+            _logprobs_pass(base, head, batch, completion_ids, temperature, autocast,
+                           checkpointing and torch.is_grad_enabled(), device, out)
             batch = []
         if unit is not None:
             batch.append(unit)
     return out
 
 
-def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, device, out) -> None:
+def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, recompute, device, out) -> None:
     rows = [i for _, r in units for i in r]
     owner = torch.tensor([u for u, (_, r) in enumerate(units) for _ in r], device=device)   # (R,)
     comps = [completion_ids[i].to(device) for i in rows]
@@ -132,17 +152,151 @@ def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, dev
     token_mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     for k, c in enumerate(comps):
         tokens[k, :len(c)], token_mask[k, :len(c)] = c, 1
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        last, cache, prompt_mask, lengths = encode_prompts(base, [p for p, _ in units], device)
+    cache = DynamicCache(config=base.config) if recompute else None
+    with (torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast, cache_enabled=not recompute),
+          _recomputed_layers(base, cache) if recompute else contextlib.nullcontext(),
+          _sparse_lookups(base, head) if recompute else contextlib.nullcontext()):
+        last, cache, prompt_mask, lengths = encode_prompts(base, [p for p, _ in units], device, cache)
         cache.batch_select_indices(owner)
         hidden, _ = continue_from(base, cache, prompt_mask[owner], tokens, token_mask, lengths[owner])  # (R, L, H)
         # completion token t is predicted by the last prompt position (t = 0) or by completion position t - 1
         picked = torch.cat([torch.cat([last[owner[k]][None], hidden[k, :len(c) - 1]]) for k, c in enumerate(comps)])
-        logits = head(picked).float() / temperature                                                # (n_tok, V)
-    targets = torch.cat(comps)
-    logp = logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)          # (n_tok,)
+    targets = torch.cat(comps)                                                                      # (n_tok,)
+    if recompute and isinstance(head, torch.nn.Linear) and head.bias is None:
+        logp = TargetLogprobs.apply(picked, head.weight, targets, temperature,
+                                    torch.bfloat16 if autocast else None)                           # (n_tok,)
+    else:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = head(picked)
+        logits = logits.float() / temperature                                                       # (n_tok, V)
+        logp = logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)      # (n_tok,)
     for i, part in zip(rows, logp.split([len(c) for c in comps])):
         out[i] = part
+
+
+class TargetLogprobs(torch.autograd.Function):
+    """log softmax(h Wᵀ / T)[target] per token, ``HEAD_CHUNK`` tokens at a time (decision 4).
+
+    (n_tok, H) hidden states, (V, H) head weight, (n_tok,) targets -> (n_tok,). Neither pass holds more
+    than one chunk's (HEAD_CHUNK, V) logits: the backward recomputes them from the saved hidden states
+    and log-normalisers. With the derivative of log softmax, for upstream gradient g of a token with
+    target y:
+        ∂/∂logit_v = g·(1[v = y] − softmax_v) / T,   ∂h = (∂logits) W,   ∂W = Σ_tokens (∂logits)ᵀ h.
+    ``dtype`` bfloat16: the two matmuls run in bfloat16 and their results are taken back to fp32, as
+    under autocast; None: fp32 throughout.
+
+    When the weight is a parameter (a leaf), its gradient is added chunk by chunk into ``weight.grad``
+    itself and autograd gets none. Handed to autograd, that (V, H) gradient would wait in a buffer until
+    the backward reaches the input embedding the head shares its weight with, at the very end, and sit
+    beside the full gradients there (113 MB for SmolLM2). So this function is for ``.backward()``:
+    ``torch.autograd.grad`` would not see the weight's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, dtype):
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.detach().to(dtype or weight.dtype)
+            out, lse = torch.empty(len(targets), device=hidden.device), torch.empty(len(targets), device=hidden.device)
+            for k in range(0, len(targets), HEAD_CHUNK):
+                logits = _chunk_logits(hidden[k:k + HEAD_CHUNK], w, temperature)                    # (n, V)
+                lse[k:k + HEAD_CHUNK] = torch.logsumexp(logits, dim=-1)
+                out[k:k + HEAD_CHUNK] = logits.gather(1, targets[k:k + HEAD_CHUNK, None]).squeeze(1) - lse[k:k + HEAD_CHUNK]
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature, ctx.dtype = temperature, dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.detach().to(ctx.dtype or weight.dtype)
+            grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
+            need_w = ctx.needs_input_grad[1]
+            direct = need_w and weight.is_leaf   # a parameter: add into its .grad (see above)
+            if direct and weight.grad is None:
+                weight.grad = torch.zeros_like(weight)
+            grad_w = weight.grad if direct else torch.zeros_like(weight) if need_w else None
+            for k in range(0, len(targets), HEAD_CHUNK):
+                h, g, t = hidden[k:k + HEAD_CHUNK], grad_out[k:k + HEAD_CHUNK], targets[k:k + HEAD_CHUNK]
+                d = _chunk_logits(h, w, ctx.temperature).sub_(lse[k:k + HEAD_CHUNK, None]).exp_()     # softmax (n, V)
+                d.mul_(-g[:, None])
+                d[torch.arange(len(t), device=d.device), t] += g
+                d = d.div_(ctx.temperature).to(w.dtype)                                             # ∂logits (n, V)
+                grad_h[k:k + HEAD_CHUNK] = d @ w
+                if need_w:
+                    h = h.to(w.dtype)
+                    for v in range(0, len(w), VOCAB_BLOCK):  # no (V, H) temporary in the matmul dtype
+                        grad_w[v:v + VOCAB_BLOCK].add_(d[:, v:v + VOCAB_BLOCK].T @ h)
+        return grad_h, None if direct else grad_w, None, None, None
+
+
+def _chunk_logits(h: torch.Tensor, w: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(n, H) hidden states, (V, H) weight in the matmul dtype -> fp32 logits / T, (n, V)."""
+    return (h.to(w.dtype) @ w.T).float().div_(temperature)
+
+
+@contextlib.contextmanager
+def _sparse_lookups(base, head):
+    """Decision 4: a tied input embedding gives sparse gradients (only the rows looked up) while the block is open."""
+    embedding = base.get_input_embeddings()
+    tied = isinstance(embedding, torch.nn.Embedding) and embedding.weight is getattr(head, "weight", None)
+    before = embedding.sparse if tied else None
+    if tied:
+        embedding.sparse = True
+    try:
+        yield
+    finally:
+        if tied:
+            embedding.sparse = before
+
+
+@contextlib.contextmanager
+def _recomputed_layers(base, cache):
+    """Decision 4: every decoder layer of ``base`` runs under activation checkpointing while the block is open.
+
+    Layer i reads and extends cache layer i. Its first run writes the cache as usual; when the backward
+    runs it again, the cache layer is put back, for that run only, to what the first run found there,
+    so the recomputed layer sees the same keys and the cache is not extended twice. When the block
+    closes, each cache layer goes back to what the last pass found: what that pass added is read by
+    nothing after it, and a recompute gets its keys from what it found.
+    """
+    layers, cache_layers = list(base.layers), list(cache.layers)
+    if len(layers) != len(cache_layers):
+        raise ValueError(f"checkpointing needs one cache layer per decoder layer; the cache has {len(cache_layers)} "
+                         f"for {len(layers)} layers")
+    last_found: list[dict] = [dict(vars(c)) for c in cache_layers]
+    for i, (layer, cache_layer) in enumerate(zip(layers, cache_layers)):
+        layer.forward = _checkpointed(layer.forward, cache_layer, last_found, i)
+    try:
+        yield
+    finally:  # the instance attribute goes; the class's forward shows through again
+        for layer, cache_layer, found in zip(layers, cache_layers, last_found):
+            del layer.forward
+            _set_state(cache_layer, found)
+
+
+def _checkpointed(forward, cache_layer, last_found: list[dict], i: int):
+    def run(*args, **kwargs):
+        found = last_found[i] = dict(vars(cache_layer))   # the state this run finds (tensors are not copied)
+        first = [True]
+
+        def body(*a, **kw):
+            if first[0]:
+                first[0] = False
+                return forward(*a, **kw)
+            now = dict(vars(cache_layer))
+            _set_state(cache_layer, found)
+            try:
+                return forward(*a, **kw)
+            finally:
+                _set_state(cache_layer, now)
+        return checkpoint(body, *args, use_reentrant=False, **kwargs)
+    return run
+
+
+def _set_state(obj, state: dict) -> None:
+    vars(obj).clear()
+    vars(obj).update(state)
 
 
 def _sample_token(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool) -> torch.Tensor:
