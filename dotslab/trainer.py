@@ -16,7 +16,6 @@ Deviations / decisions:
 from __future__ import annotations
 
 import copy
-import ctypes
 import os
 import random
 import time
@@ -30,7 +29,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config
 from .data import QuestionSet
-from .learner import policy_update
+from .learner import large_blocks_from_the_os, policy_update, release_freed_memory
 from .metrics import JsonlLogger, OutOfRangeCounter, clean_record, read_jsonl, truncate_after_step
 from .planner import RoundPlanner, step_metrics
 from .prepare import prepare_run
@@ -88,15 +87,6 @@ def seed_everything(seed: int, step: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
-
-
-def release_freed_memory() -> None:
-    """Return freed heap pages to the OS (glibc's ``malloc_trim``), so the resident size drops after a
-    big phase instead of staying at its peak; a no-op where glibc is absent."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def make_engine(cfg: Config, model, tokenizer, run_dir: Path):
@@ -198,10 +188,12 @@ class TrainingRun:
                       "rollout/filter_shortfall": float(max(0, B - len(kept)))}
 
     def update(self, fresh: list[Group], replayed: list[Group], step: int):
-        """The policy update; then the gradients and the heap pages they held are freed, so sampling and
-        evaluation do not run on top of the update's peak."""
-        result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
-                               rng=np.random.default_rng([self.cfg.seed, step, 2]), ref_model=self.ref_model)
+        """The policy update, on a heap cleared of what sampling freed; then the gradients and the heap
+        pages they held are freed, so sampling and evaluation do not run on top of the update's peak."""
+        release_freed_memory()
+        with large_blocks_from_the_os():
+            result = policy_update(self.model, self.optimizer, fresh, replayed, self.cfg.grpo, step=step,
+                                   rng=np.random.default_rng([self.cfg.seed, step, 2]), ref_model=self.ref_model)
         self.optimizer.zero_grad(set_to_none=True)
         release_freed_memory()
         self.engine.sync_weights()

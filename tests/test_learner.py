@@ -86,7 +86,8 @@ def grpo_cfg(n_groups: int) -> GRPOConfig:
                       bf16_autocast=False, advantage="std", aggregation="token")
 
 
-def test_replayed_rows_get_pi_old_and_the_gradient_matches_the_spec(moved_policy_batch, monkeypatch):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_replayed_rows_get_pi_old_and_the_gradient_matches_the_spec(moved_policy_batch, monkeypatch, checkpointing):
     model0, fresh, replayed = moved_policy_batch
     model = load_policy("tiny", seed=3)[0]
     model.load_state_dict(model0.state_dict())
@@ -117,7 +118,8 @@ def test_replayed_rows_get_pi_old_and_the_gradient_matches_the_spec(moved_policy
     model.zero_grad()
 
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    res = policy_update(model, opt, fresh, replayed, grpo_cfg(len(groups)), step=2, rng=np.random.default_rng(0))
+    cfg = dataclasses.replace(grpo_cfg(len(groups)), gradient_checkpointing=checkpointing)
+    res = policy_update(model, opt, fresh, replayed, cfg, step=2, rng=np.random.default_rng(0))
 
     for g in groups:
         for r in g.rollouts:
@@ -234,3 +236,25 @@ def test_fresh_rows_without_mu_and_rows_without_spread_give_the_same_update(move
         for r_in, r_out in zip(sent.rollouts, back.rollouts):
             assert torch.allclose(r_out.behaviour_logprobs, old[id(r_in)], atol=1e-5)
     assert all(r.behaviour_logprobs is None for r in res.fresh[2].rollouts)
+
+
+def test_the_update_threshold_is_set_for_the_block_and_put_back_even_after_an_error(monkeypatch):
+    """Decision 7's allocator setting lasts exactly as long as the block; without glibc it is a no-op."""
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+    monkeypatch.setattr(learner, "_glibc", lambda: FakeLibc())
+    with pytest.raises(RuntimeError):
+        with learner.large_blocks_from_the_os():
+            assert calls == [(-3, 1 << 20)]   # glibc's M_MMAP_THRESHOLD, 1 MB
+            raise RuntimeError("the update failed")
+    assert calls == [(-3, 1 << 20), (-3, 32 << 20)]
+    monkeypatch.setattr(learner, "_glibc", lambda: None)
+    with learner.large_blocks_from_the_os():
+        learner.release_freed_memory()
+    assert len(calls) == 2
