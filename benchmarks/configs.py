@@ -159,7 +159,9 @@ def cpu() -> Bench:
         # runs ignore it, but a changed default must not make the committed runs' configs stale (--resume)
         "predictor_mode": "paper",
         # the cpu_demo lr when it was registered (cpu_demo has used 1e-5 since the cpu_sampled pilot)
-        "learning_rate": 3e-5}, base=cpu_demo())
+        "learning_rate": 3e-5,
+        # added to dotslab after the committed runs, which kept every activation (memory only; the math is the same)
+        "gradient_checkpointing": False}, base=cpu_demo())
     return Bench(
         name="cpu", train=base, seeds=(0, 1, 2, 3, 4), task_mix_size=400, arms=(GRPO, DOTS_RR_HISTORY, DOTS_RR_PAPER),
         predictor=PredictorBench(probe_size=32, labelled_size=64, group_size=4, reference_sizes=(4, 16, 32),

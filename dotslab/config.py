@@ -16,6 +16,10 @@ Deviations (dotslab decisions, see docs/method.md):
      on GRPO alone, under the sampled evaluation, and is used unchanged for every method
      (docs/benchmarks.md, "Choosing lr").
   3. ``bf16_autocast`` is on by default (fp32 master weights); the paper preset and ``tiny`` turn it off.
+  4. ``gradient_checkpointing`` is on by default, with micro-batches of 32 sequences (the main job's
+     whole minibatch in one pass): the main job peaks at 2.95 GB instead of 4.1 GB, at the same step
+     time (docs/benchmarks.md, "The main job under 3 GB"). ``mini`` turns it off: its policy is so
+     small that recomputing costs time and saves nothing that matters.
 """
 from __future__ import annotations
 
@@ -70,13 +74,17 @@ class GRPOConfig:
     """'std': (r - mean)/(std + 1e-6) with unbiased std [code]; 'mean': r - mean [paper, Dr.GRPO]."""
     aggregation: str = "token"
     """'token': mean over all completion tokens of the minibatch [code]; 'sequence': mean of per-sequence means [paper]."""
-    micro_batch_size: int = 16
-    """Sequences per forward pass (memory knob, no effect on the math)."""
+    micro_batch_size: int = 32
+    """Sequences per forward pass (memory knob, no effect on the math); 32 is the main job's minibatch of
+    8 × 4, in one pass (with more passes, gradients wait in autograd's buffers beside the accumulated ones)."""
     rollout_engine: str = "hf"
     """'hf' (transformers generate) or 'vllm' (the gpu extra; weights synced after every update)."""
     bf16_autocast: bool = True
     """Run sampling, log-probs and forward/backward under bf16 autocast with fp32 master weights (about 2x
     faster on a CPU with AVX512-BF16); μ, π_old and π_θ then all use the same bf16 numerics."""
+    gradient_checkpointing: bool = True
+    """Recompute the update's activations in the backward instead of keeping them (memory knob, no effect
+    on the math; the update costs one more forward): dotslab/prefix.py, decision 4."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +289,7 @@ class Config:
         flat = {k: v for k, v in d.items() if k not in _SECTIONS}
         for name in _SECTIONS:
             flat.update(d.get(name, {}))
-        return cls.from_flat(flat)
+        return cls.from_flat({**ADDED_LATER, **flat})
 
     @classmethod
     def from_flat(cls, params: Mapping[str, Any], *, base: "Config | None" = None,
@@ -320,6 +328,9 @@ class Config:
 
 _SECTIONS = ("grpo", "predictor", "selection", "replay")
 RUN_ONLY = ("run_name", "run_root", "total_steps", "device", "keep_checkpoints")
+ADDED_LATER = {"gradient_checkpointing": False}
+"""Fields added after runs were saved without them, with the value that does what those runs did: a saved
+config that lacks one of these keys is read with this value, not today's default."""
 """Fields that say where and how long a run goes, not what it learns: left out of the derived run name,
 and free to change when a run is resumed."""
 _SECTION_TYPES = {"grpo": GRPOConfig, "predictor": PredictorConfig,
@@ -383,6 +394,7 @@ RANGES: dict[str, Range] = {
     "temperature": POSITIVE, "top_p": interval(0, 1, open_lo=True), "max_new_tokens": at_least(1),
     "advantage": one_of("std", "mean"), "aggregation": one_of("token", "sequence"), "micro_batch_size": at_least(1),
     "rollout_engine": one_of("hf", "vllm"), "bf16_autocast": one_of(True, False),
+    "gradient_checkpointing": one_of(True, False),
     # predictor
     "reference_set_size": at_least(2), "reference_strategy": one_of(*REFERENCE_STRATEGIES), "embedder": NON_EMPTY,
     "adapter_hidden_size": at_least(1), "attention_temperature": POSITIVE, "affine_correction": one_of(True, False),
@@ -437,8 +449,9 @@ def field_types() -> dict[str, str]:
 
 def config_diff(saved: Mapping[str, Any], cfg: Config, *, ignore: tuple[str, ...] = RUN_ONLY) -> list[str]:
     """Keys whose value in ``saved`` (a ``to_dict`` or ``to_flat`` mapping) differs from ``cfg``, as
-    ``"key (saved X, now Y)"``; a key missing from ``saved`` (an older version) counts as its default."""
-    flat_saved = {k: v for k, v in saved.items() if k not in _SECTIONS}
+    ``"key (saved X, now Y)"``; a key missing from ``saved`` (an older version) counts as its
+    ``ADDED_LATER`` value, else as its default."""
+    flat_saved = {**ADDED_LATER, **{k: v for k, v in saved.items() if k not in _SECTIONS}}
     for name in _SECTIONS:
         flat_saved.update(saved.get(name) or {})
     default, now = Config().to_flat(), cfg.to_flat()
@@ -473,8 +486,8 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         method="dots_rr", predictor_mode="history", policy="mini", task="addition:2-4", train_size=1024,
         eval_size=256, total_steps=200, eval_every=10, eval_samples=4, checkpoint_every=50, group_size=8,
         questions_per_step=16, minibatch_questions=16, learning_rate=1e-4, max_new_tokens=19, temperature=0.6,
-        micro_batch_size=128, bf16_autocast=False, reference_set_size=8, buffer_capacity=16, fresh_fraction=0.5,
-        steps_per_round=2),
+        micro_batch_size=128, bf16_autocast=False, gradient_checkpointing=False, reference_set_size=8,
+        buffer_capacity=16, fresh_fraction=0.5, steps_per_round=2),
 }
 
 

@@ -199,6 +199,19 @@ def test_paper_preset_values():
     assert p.fresh_per_step == 256
 
 
+def test_a_config_saved_before_checkpointing_existed_reads_as_running_without_it():
+    """Runs saved before ``gradient_checkpointing`` was added kept every activation: reading their config
+    must say so (False), not today's default (True), so a comparison or a resume sees the difference."""
+    from dotslab.config import config_diff
+    old = Config().to_dict()
+    del old["grpo"]["gradient_checkpointing"]
+    assert Config().grpo.gradient_checkpointing is True
+    assert Config.from_dict(old).grpo.gradient_checkpointing is False
+    assert [d.split(" ")[0] for d in config_diff(old, Config())] == ["gradient_checkpointing"]
+    assert config_diff(old, Config.from_flat({"gradient_checkpointing": False})) == []
+    assert mini().grpo.gradient_checkpointing is False   # the miniature's measured runs kept every activation
+
+
 def test_run_name_derived_from_config():
     a, b = tiny(), dataclasses.replace(tiny(), seed=1)
     assert a.resolved_run_name != b.resolved_run_name and a.resolved_run_name.startswith("dots_rr-arithmetic-s0-")

@@ -49,6 +49,8 @@ def test_grpo_config_maps_one_step_to_one_generation_batch(tmp_path):
     assert (a.loss_type, a.scale_rewards, a.lr_scheduler_type.value) == ("grpo", "none", "constant")
     assert a.num_iterations == 1 and a.disable_dropout and not a.mask_truncated_completions
     assert grpo_config_from(tiny_cfg(tmp_path)).loss_type == "dapo"  # token-level mean
+    assert a.gradient_checkpointing is g.gradient_checkpointing is True   # ours, not TRL's default
+    assert grpo_config_from(tiny_cfg(tmp_path, gradient_checkpointing=False)).gradient_checkpointing is False
     assert grpo_config_from(cfg, learning_rate=3e-4).learning_rate == 3e-4  # overrides win
 
 

@@ -94,6 +94,7 @@ def grpo_config_from(cfg: Config, *, num_processes: Optional[int] = None, **over
         epsilon=g.clip_eps, beta=g.kl_coef, loss_type={"token": "dapo", "sequence": "grpo"}[g.aggregation],
         scale_rewards={"std": "group", "mean": "none"}[g.advantage], mask_truncated_completions=False,
         disable_dropout=True,  # μ, π_old and π_θ must be the same function of the weights
+        gradient_checkpointing=g.gradient_checkpointing,
         bf16=g.bf16_autocast or on_gpu, use_cpu=not on_gpu, logging_steps=updates,
         save_strategy="steps" if cfg.checkpoint_every else "no", save_steps=max(1, cfg.checkpoint_every) * updates,
         report_to="none", remove_unused_columns=False, shuffle_dataset=False)
