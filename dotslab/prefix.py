@@ -260,10 +260,11 @@ def _recomputed_layers(base, cache):
     closes, each cache layer goes back to what the last pass found: what that pass added is read by
     nothing after it, and a recompute gets its keys from what it found.
     """
-    layers, cache_layers = list(base.layers), list(cache.layers)
-    if len(layers) != len(cache_layers):
-        raise ValueError(f"checkpointing needs one cache layer per decoder layer; the cache has {len(cache_layers)} "
-                         f"for {len(layers)} layers")
+    layers, cache_layers = list(getattr(base, "layers", None) or []), list(cache.layers)
+    if not layers or len(layers) != len(cache_layers):
+        raise ValueError(f"gradient_checkpointing needs a decoder with one `layers` entry per cache layer; "
+                         f"{type(base).__name__} has {len(layers)} for {len(cache_layers)} cache layers. "
+                         "Run with -p gradient_checkpointing false.")
     last_found: list[dict] = [dict(vars(c)) for c in cache_layers]
     for i, (layer, cache_layer) in enumerate(zip(layers, cache_layers)):
         layer.forward = _checkpointed(layer.forward, cache_layer, last_found, i)

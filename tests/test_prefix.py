@@ -99,6 +99,15 @@ def test_checkpointing_keeps_less_and_runs_every_layer_again_in_the_backward(tin
     assert kept[True] < 0.5 * kept[False], kept
 
 
+def test_checkpointing_a_model_without_a_layers_list_names_the_setting_to_turn_off():
+    model = load_policy("tiny", seed=2)[0].eval()
+    model.base_model.h = model.base_model.layers             # like GPT-2, whose blocks are `h`
+    del model.base_model.layers
+    rows = rows_with_shared_prompts()[:3]
+    with pytest.raises(ValueError, match="-p gradient_checkpointing false"):
+        completion_logprobs(model, [p for p, _ in rows], [c for _, c in rows], T, 16, checkpointing=True)
+
+
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
 def test_chunked_head_logprobs_and_gradients_by_hand(monkeypatch, dtype):
     """TargetLogprobs against log_softmax over the full logits, differentiated by autograd, with the
