@@ -328,11 +328,11 @@ class Config:
 
 _SECTIONS = ("grpo", "predictor", "selection", "replay")
 RUN_ONLY = ("run_name", "run_root", "total_steps", "device", "keep_checkpoints")
+"""Fields that say where and how long a run goes, not what it learns: left out of the derived run name,
+and free to change when a run is resumed."""
 ADDED_LATER = {"gradient_checkpointing": False}
 """Fields added after runs were saved without them, with the value that does what those runs did: a saved
 config that lacks one of these keys is read with this value, not today's default."""
-"""Fields that say where and how long a run goes, not what it learns: left out of the derived run name,
-and free to change when a run is resumed."""
 _SECTION_TYPES = {"grpo": GRPOConfig, "predictor": PredictorConfig,
                   "selection": SelectionConfig, "replay": ReplayConfig}
 _FIELD_TO_SECTION = {f.name: s for s, t in _SECTION_TYPES.items() for f in dataclasses.fields(t)}

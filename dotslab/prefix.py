@@ -121,8 +121,9 @@ def completion_logprobs(model, prompt_ids: Sequence[torch.Tensor], completion_id
     """log π(c_t | prompt, c_<t) at logits / T for every completion token, one (C_i,) tensor per row.
 
     Grads flow if enabled. Rows with the same prompt share one prompt pass; a pass holds at most
-    ``micro_batch_size`` rows. Empty completions give empty tensors. ``checkpointing``: decision 4
-    (it changes nothing without grads).
+    ``micro_batch_size`` rows. Empty completions give empty tensors. ``checkpointing``: decision 4;
+    without grads only the chunked head applies, so passes with and without grads (μ, π_old, π_θ)
+    compute the same numbers.
     """
     base, head = model.base_model, model.get_output_embeddings()
     device = next(model.parameters()).device
@@ -135,15 +136,15 @@ def completion_logprobs(model, prompt_ids: Sequence[torch.Tensor], completion_id
     batch: list = []
     for unit in units + [None]:
         if batch and (unit is None or sum(len(r) for _, r in batch) + len(unit[1]) > micro_batch_size):
-            _logprobs_pass(base, head, batch, completion_ids, temperature, autocast,
-                           checkpointing and torch.is_grad_enabled(), device, out)
+            _logprobs_pass(base, head, batch, completion_ids, temperature, autocast, checkpointing, device, out)
             batch = []
         if unit is not None:
             batch.append(unit)
     return out
 
 
-def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, recompute, device, out) -> None:
+def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, checkpointing, device, out) -> None:
+    recompute = checkpointing and torch.is_grad_enabled()
     rows = [i for _, r in units for i in r]
     owner = torch.tensor([u for u, (_, r) in enumerate(units) for _ in r], device=device)   # (R,)
     comps = [completion_ids[i].to(device) for i in rows]
@@ -162,7 +163,7 @@ def _logprobs_pass(base, head, units, completion_ids, temperature, autocast, rec
         # completion token t is predicted by the last prompt position (t = 0) or by completion position t - 1
         picked = torch.cat([torch.cat([last[owner[k]][None], hidden[k, :len(c) - 1]]) for k, c in enumerate(comps)])
     targets = torch.cat(comps)                                                                      # (n_tok,)
-    if recompute and isinstance(head, torch.nn.Linear) and head.bias is None:
+    if checkpointing and isinstance(head, torch.nn.Linear) and head.bias is None:  # with or without grads
         logp = TargetLogprobs.apply(picked, head.weight, targets, temperature,
                                     torch.bfloat16 if autocast else None)                           # (n_tok,)
     else:

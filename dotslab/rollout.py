@@ -83,12 +83,13 @@ class HFGenerateEngine:
 def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[Question], group_size: int,
                    reward: SafeReward, *, step: int, temperature: float, micro_batch_size: int = 16,
                    autocast: bool = False, stopwatch: Stopwatch | None = None,
-                   behaviour_logprobs: bool = True) -> list[Group]:
+                   behaviour_logprobs: bool = True, checkpointing: bool = False) -> list[Group]:
     """Sample G completions per question, score them, and attach behaviour log-probs μ.
 
     With a ``stopwatch``, seconds in the reward function are charged to its 'time/reward' phase.
     ``behaviour_logprobs=False`` skips the μ pass (rollouts carry None): the trainer's update computes
     μ for the fresh rows it trains, and reference groups that are only labels never need it.
+    ``checkpointing``: the update's setting, so μ is computed the way the update computes π.
     """
     if not questions:
         return []
@@ -99,7 +100,8 @@ def rollout_groups(engine: RolloutEngine, model, tokenizer, questions: Sequence[
     model.eval()
     with torch.no_grad():
         mus = (completion_logprobs(model, [s.prompt_ids for s in flat], [s.completion_ids for s in flat],
-                                   temperature, micro_batch_size, autocast) if behaviour_logprobs else [None] * len(flat))
+                                   temperature, micro_batch_size, autocast, checkpointing=checkpointing)
+               if behaviour_logprobs else [None] * len(flat))
     model.train(was_training)
     groups, i = [], 0
     with stopwatch("time/reward") if stopwatch is not None else contextlib.nullcontext():

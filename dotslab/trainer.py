@@ -171,7 +171,8 @@ class TrainingRun:
         questions = self.train_set.subset(pool_indices, allow_empty=True)
         return rollout_groups(self.engine, self.model, self.tokenizer, questions, gcfg.group_size, self.reward,
                               step=step, temperature=gcfg.temperature, micro_batch_size=gcfg.micro_batch_size,
-                              autocast=gcfg.bf16_autocast, stopwatch=clock, behaviour_logprobs=behaviour_logprobs)
+                              autocast=gcfg.bf16_autocast, stopwatch=clock, behaviour_logprobs=behaviour_logprobs,
+                              checkpointing=gcfg.gradient_checkpointing)
 
     def refill(self, fresh: list[Group], step: int, clock: Stopwatch) -> tuple[list[Group], dict[str, Any]]:
         """Method 'dapo' (DAPO's dynamic sampling, docs/method.md §6): drop groups without reward spread and

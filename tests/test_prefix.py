@@ -99,6 +99,28 @@ def test_checkpointing_keeps_less_and_runs_every_layer_again_in_the_backward(tin
     assert kept[True] < 0.5 * kept[False], kept
 
 
+def test_with_checkpointing_passes_with_and_without_grads_give_the_same_numbers(tiny, monkeypatch):
+    """μ and π_old come from no-grad passes and π_θ from a pass with grads: under bf16 autocast they must
+    be the same numbers at the same weights (so c and ρ are exactly 1 before any step), which takes the
+    same head computation in both (a matmul over other row counts may round differently)."""
+    model, _ = tiny
+    calls = []
+    forward = TargetLogprobs.forward
+
+    def counted(ctx, *a):
+        calls.append(torch.is_grad_enabled())
+        return forward(ctx, *a)
+    monkeypatch.setattr(TargetLogprobs, "forward", staticmethod(counted))
+    rows = rows_with_shared_prompts()
+    args = ([p for p, _ in rows], [c for _, c in rows], T, 16)
+    with torch.no_grad():
+        no_grad = completion_logprobs(model, *args, autocast=True, checkpointing=True)
+    n_passes = len(calls)
+    with_grad = completion_logprobs(model, *args, autocast=True, checkpointing=True)
+    assert n_passes > 0 and len(calls) == 2 * n_passes, "the chunked head runs in both"
+    assert all(torch.equal(a, b.detach()) for a, b in zip(no_grad, with_grad))
+
+
 def test_checkpointing_a_model_without_a_layers_list_names_the_setting_to_turn_off():
     model = load_policy("tiny", seed=2)[0].eval()
     model.base_model.h = model.base_model.layers             # like GPT-2, whose blocks are `h`
