@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -247,7 +248,9 @@ def large_blocks_from_the_os(threshold: int = UPDATE_MMAP_THRESHOLD):
         libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MAX_THRESHOLD)
 
 
+@functools.cache
 def _glibc():
+    """glibc through ctypes, loaded once (None where it is absent)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None

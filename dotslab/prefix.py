@@ -51,6 +51,11 @@ def _cache_keyword(base) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def _cache_kwargs(base, cache) -> dict:
+    """The keyword that hands ``cache`` to ``base`` (none when there is no cache yet)."""
+    return {_cache_keyword(base): cache} if cache is not None else {}
+
+
 def _returned_cache(out):
     return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
 
@@ -84,8 +89,7 @@ def encode_prompts(base, prompts: Sequence[torch.Tensor], device, cache=None):
     owner = torch.zeros(len(prompts), dtype=torch.long, device=device)
     prefix_mask = torch.ones(len(prompts), shared, dtype=torch.long, device=device)
     if shared:
-        extra = {_cache_keyword(base): cache} if cache is not None else {}
-        out = base(input_ids=prompts[0][None, :shared].to(device), use_cache=True, **extra)
+        out = base(input_ids=prompts[0][None, :shared].to(device), use_cache=True, **_cache_kwargs(base, cache))
         cache = _returned_cache(out)
         cache.batch_select_indices(owner)
     start = torch.full((len(prompts),), shared, dtype=torch.long, device=device)
@@ -102,8 +106,8 @@ def continue_from(base, cache, prompt_mask: torch.Tensor, tokens: torch.Tensor, 
     be the mask's width when the mask has holes."""
     mask = torch.cat([prompt_mask, token_mask], dim=1)                          # (R, P + L)
     positions = start[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
-    extra = {_cache_keyword(base): cache} if cache is not None else {}
-    out = base(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+    out = base(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+               **_cache_kwargs(base, cache))
     return out.last_hidden_state, _returned_cache(out)
 
 
